@@ -1,0 +1,17 @@
+"""geosdm: cloud-native multi-species distribution models.
+
+STAC catalogs -> analysis-ready Zarr datacubes -> multi-species deep SDMs -> lazy probability cubes,
+interaction-likelihood maps and explanations. Heavy dependencies (torch, rasterio, pystac-client) are imported
+inside the modules that need them, so ``import geosdm`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from geosdm.errors import GeoSDMError
+
+__all__ = ["GeoSDMError", "__version__"]
+__version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,32 @@
+"""Command-line interface: a thin typer layer over library functions.
+
+Each sub-command lives in its own private module and only parses arguments, calls one library function and
+prints a summary. Nothing in the library imports this package.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(help="geosdm: species distribution and interaction maps from STAC datacubes.", no_args_is_help=True)
+
+
+@app.callback()
+def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv).")) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    """Attach sub-command groups; each module owns one group."""
+    from geosdm.cli import _demo, _serve
+
+    app.add_typer(_demo.app, name="demo")
+    app.command("serve")(_serve.serve)
+
+
+_register()
