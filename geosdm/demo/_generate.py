@@ -41,6 +41,7 @@ from geosdm.demo._world import LANDCOVER_CLASSES, World, make_world
 from geosdm.demo.layout import COLLECTIONS, DemoLayout
 from geosdm.errors import InputError
 from geosdm.grid import geobox_from_bbox
+from geosdm.io.zarr import quiet_zarr
 
 __all__ = ["generate"]
 
@@ -322,7 +323,8 @@ def _write_truth(layout: DemoLayout, target: Any, cov: dict[str, np.ndarray], co
     for v in ds.data_vars:
         ds[v].attrs["grid_mapping"] = "spatial_ref"
     layout.truth.mkdir(parents=True, exist_ok=True)
-    ds.to_zarr(layout.truth_zarr, mode="w", zarr_format=3, consolidated=True)
+    with quiet_zarr():
+        ds.to_zarr(layout.truth_zarr, mode="w", zarr_format=3, consolidated=True)
     layout.species_json.write_text(json.dumps([s.to_dict() for s in species], indent=1))
 
 

@@ -1,0 +1,236 @@
+"""`geosdm records ...`: validate, grid, sample background, extract covariates/patches and assign CV folds.
+
+Each command reads its inputs, calls one library function from :mod:`geosdm.records` and prints a summary.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from odc.geo.geobox import GeoBox
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Species records: validate, grid, background, covariates and patches at points, spatial CV folds.",
+    no_args_is_help=True,
+)
+
+
+class Duplicates(str, Enum):
+    exact = "exact"
+    cell = "cell"
+    keep = "keep"
+
+
+class Method(str, Enum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+
+
+class BackgroundMethod(str, Enum):
+    uniform = "uniform"
+    target_group = "target_group"
+    bias = "bias"
+
+
+def _fail(err: Exception) -> typer.Exit:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _read(path: Path, crs: str | None) -> pd.DataFrame:
+    from geosdm.records import read_records
+
+    return read_records(path, crs=crs)
+
+
+def _geobox(cube: Path) -> GeoBox:
+    import odc.geo.xr  # noqa: F401
+    import xarray as xr
+
+    from geosdm.errors import GridError
+
+    gbox = xr.open_zarr(cube, decode_coords="all").odc.geobox
+    if gbox is None:
+        raise GridError(f"cube {str(cube)!r} has no grid (spatial_ref); build it with geosdm.cube")
+    return gbox
+
+
+def _variables(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def _write(table: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".csv":
+        table.to_csv(out, index=False)
+    else:
+        table.to_parquet(out, index=False)
+
+
+CRS_OPT = typer.Option(None, "--crs", help="CRS of x/y when the file has no crs column (e.g. EPSG:2154).")
+CUBE_OPT = typer.Option(..., "--cube", help="Covariate cube (Zarr store); its grid is the target grid.")
+
+
+@app.command()
+def validate(
+    path: Path = typer.Argument(..., help="Records file (CSV, Parquet/GeoParquet, GBIF zip or occurrence.txt)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the valid records here (.parquet or .csv)."),
+    cube: Path | None = typer.Option(None, "--cube", help="Drop records outside this cube's grid."),
+    crs: str | None = CRS_OPT,
+    duplicates: Duplicates = typer.Option(Duplicates.exact, help="Duplicate rule: exact rows, one PO per cell, keep."),
+    max_uncertainty_m: float | None = typer.Option(None, help="Drop records with a larger coordinate uncertainty (m)."),
+    fix_swapped: bool = typer.Option(False, help="Swap back x/y of swapped records instead of dropping them."),
+    strict: bool = typer.Option(False, help="Fail (exit 1) if any record is invalid."),
+) -> None:
+    """Validate records and report dropped rows per reason."""
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import validate_records
+
+    try:
+        valid, report = validate_records(
+            _read(path, crs),
+            geobox=_geobox(cube) if cube else None,
+            duplicates=duplicates.value,
+            max_uncertainty_m=max_uncertainty_m,
+            fix_swapped=fix_swapped,
+            on_invalid="raise" if strict else "drop",
+        )
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    typer.echo(str(report))
+    if out:
+        _write(valid, out)
+        typer.echo(f"wrote {len(valid)} records to {out}")
+
+
+@app.command()
+def grid(
+    path: Path = typer.Argument(..., help="Validated records file."),
+    cube: Path = CUBE_OPT,
+    out: Path = typer.Option(..., "--out", "-o", help="Output table of cells (.parquet or .csv)."),
+    crs: str | None = CRS_OPT,
+) -> None:
+    """Aggregate records to the cube's cells (counts per species and cell; survey plots with summed area)."""
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import aggregate_to_cells
+
+    try:
+        cells = aggregate_to_cells(_read(path, crs), _geobox(cube))
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    _write(cells, out)
+    typer.echo(f"wrote {len(cells)} cell rows ({cells['species'].nunique()} species) to {out}")
+
+
+@app.command()
+def background(
+    cube: Path = CUBE_OPT,
+    n: int = typer.Option(10_000, "-n", help="Number of background points."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output table (.parquet or .csv)."),
+    method: BackgroundMethod = typer.Option(BackgroundMethod.uniform, help="Sampling design."),
+    records: Path | None = typer.Option(None, help="Target-group records file (method target_group)."),
+    bias: str | None = typer.Option(None, help="Cube variable used as the bias layer (method bias)."),
+    bandwidth: float = typer.Option(0.0, help="Target-group smoothing sigma in cells."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+) -> None:
+    """Sample background points over the cube's valid cells (all covariates finite)."""
+    import xarray as xr
+
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import sample_background, valid_mask
+
+    try:
+        gbox = _geobox(cube)
+        bias_layer = xr.open_zarr(cube)[bias].values if bias else None
+        table = sample_background(
+            gbox,
+            n,
+            method=method.value,
+            mask=valid_mask(cube),
+            records=_read(records, None) if records else None,
+            bias=bias_layer,
+            bandwidth=bandwidth,
+            seed=seed,
+        )
+    except (GeoSDMError, KeyError) as err:
+        raise _fail(err) from None
+    _write(table, out)
+    typer.echo(f"wrote {len(table)} background points ({method.value}) to {out}")
+
+
+@app.command()
+def extract(
+    path: Path = typer.Argument(..., help="Records file."),
+    cube: Path = CUBE_OPT,
+    out: Path = typer.Option(..., "--out", "-o", help="Output table with covariate columns (.parquet or .csv)."),
+    variables: str | None = typer.Option(None, help="Comma-separated covariates (default: all)."),
+    method: Method = typer.Option(Method.nearest, help="nearest or bilinear (categorical layers: nearest)."),
+    crs: str | None = CRS_OPT,
+) -> None:
+    """Read covariates at the records' points from the cube."""
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import extract_covariates
+
+    try:
+        recs = _read(path, crs)
+        table = extract_covariates(cube, recs, variables=_variables(variables), method=method.value)
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    _write(table, out)
+    n_cov = table.shape[1] - recs.shape[1]
+    typer.echo(f"wrote {len(table)} rows x {n_cov} covariates to {out}")
+
+
+@app.command()
+def patches(
+    path: Path = typer.Argument(..., help="Validated records file."),
+    cube: Path = CUBE_OPT,
+    out: Path = typer.Option(..., "--out", "-o", help="Output patch store (Zarr v3 folder)."),
+    size: int = typer.Option(32, help="Patch side in cells."),
+    variables: str | None = typer.Option(None, help="Comma-separated covariates (default: all)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing store."),
+    crs: str | None = CRS_OPT,
+) -> None:
+    """Write size x size covariate patches around the records' points to a Zarr store."""
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import extract_patches
+
+    try:
+        recs = _read(path, crs)
+        store = extract_patches(cube, recs, out, size=size, variables=_variables(variables), overwrite=overwrite)
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    typer.echo(f"wrote {len(recs)} patches of {size} x {size} cells to {store}")
+
+
+@app.command()
+def folds(
+    path: Path = typer.Argument(..., help="Records (or extracted table) file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output table with a 'fold' column (.parquet or .csv)."),
+    block_size: float = typer.Option(..., help="Block side in CRS units (m)."),
+    n_splits: int = typer.Option(5, help="Number of folds."),
+    cube: Path | None = typer.Option(None, "--cube", help="Align blocks to this cube's grid."),
+    seed: int | None = typer.Option(None, help="Random seed."),
+    crs: str | None = CRS_OPT,
+) -> None:
+    """Assign spatial block CV folds (stored as a 'fold' column)."""
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import SpatialBlockKFold, add_folds
+
+    try:
+        gbox = _geobox(cube) if cube else None
+        recs = _read(path, crs)
+        table = add_folds(recs, SpatialBlockKFold(n_splits, block_size=block_size, geobox=gbox, seed=seed))
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    _write(table, out)
+    counts = table["fold"].value_counts().sort_index().to_dict()
+    typer.echo(f"wrote {len(table)} rows to {out}; rows per fold: {counts}")

@@ -1,0 +1,25 @@
+"""`geosdm run PIPELINE`: run a declarative pipeline (a YAML path or a name in pipelines/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+
+def print_event(step: str, message: str, data: dict[str, Any]) -> None:
+    """Print one pipeline event (the library itself never prints)."""
+    from rich.console import Console
+
+    Console().print(f"[bold cyan]{step:>7}[/bold cyan]  {message}")
+
+
+def run(
+    pipeline: str = typer.Argument(..., help="Pipeline YAML path or name (e.g. demo, demo-small)."),
+    steps: str = typer.Option(None, "--steps", help="Comma-separated subset of steps to run."),
+) -> None:
+    """Run a pipeline step by step (demo -> serve -> search -> cube -> ...)."""
+    from geosdm.pipeline import load_pipeline, run_pipeline
+
+    cfg = load_pipeline(pipeline)
+    run_pipeline(cfg, steps=tuple(steps.split(",")) if steps else None, on_event=print_event, progress=True)

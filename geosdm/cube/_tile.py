@@ -1,0 +1,248 @@
+"""Per-tile processing: load -> mask -> composite -> aggregate to the target grid -> indices / fractions / terrain.
+
+One tile is one bounded unit of work (one Dask task on a cluster): its memory depends on the tile shape and
+the working resolution, never on the region's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pystac
+import xarray as xr
+from affine import Affine
+from odc.geo.geobox import GeoBox
+
+from geosdm.cube._load import load_observations
+from geosdm.cube.composite import composite_periods
+from geosdm.cube.indices import INDICES, common_name, compute_index
+from geosdm.errors import InputError
+from geosdm.io.zarr import VariableSpec
+from geosdm.sources import SourceConfig
+from geosdm.stac import filter_items
+
+__all__ = ["SourcePlan", "plan_variables", "process_tile", "refine", "block_nanmean"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    """A resolved source of a build: its definition, Items and processing options."""
+
+    source: SourceConfig
+    items: tuple[pystac.Item, ...]
+    factor: int = 1  # working pixels per target pixel, per axis
+    indices: tuple[str, ...] = ()
+    terrain: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()
+    mask_buffer: int = 1
+
+    @property
+    def data_assets(self) -> tuple[str, ...]:
+        return self.assets or self.source.data_assets
+
+    @property
+    def temporal(self) -> bool:
+        return self.source.composite is not None
+
+    def _name(self, band: str) -> str:
+        return f"{self.source.prefix}_{band}" if self.source.prefix else band
+
+
+def plan_variables(plan: SourcePlan) -> list[VariableSpec]:
+    """The output variables a source contributes (names, dtypes, CF attributes), known before any read."""
+    src = plan.source
+    out: list[VariableSpec] = []
+    for key in plan.data_assets:
+        a = src.assets[key]
+        band = src.band_name(key)
+        if a.categorical:
+            for value, cls in sorted(a.classes.items()):
+                out.append(VariableSpec(
+                    f"{src.prefix or band}_{value}",
+                    attrs={"long_name": f"fraction of {cls}", "units": "1", "categorical": "fraction",
+                           "class_value": int(value), "class_name": cls, "source": src.name},
+                ))
+        elif plan.temporal:
+            comp = src.composite
+            for period in comp.periods():  # type: ignore[union-attr]
+                for stat in comp.stat_labels():  # type: ignore[union-attr]
+                    suffix = "" if stat == "median" else f"_{stat}"
+                    out.append(VariableSpec(
+                        f"{plan._name(band)}_{period}{suffix}",
+                        attrs={"long_name": f"{a.long_name}, {stat} over clear observations, {period}", "units": a.units,
+                               "period": period, "statistic": stat, "source": src.name},
+                    ))
+        else:
+            out.append(VariableSpec(plan._name(band), attrs={"long_name": a.long_name, "units": a.units, "source": src.name}))
+    if plan.temporal:
+        for period in src.composite.periods():  # type: ignore[union-attr]
+            for index in plan.indices:
+                out.append(VariableSpec(
+                    f"{src.prefix or src.name}_{index}_{period}",
+                    attrs={"long_name": f"{index.upper()} of the median composite, {period}", "units": "1",
+                           "period": period, "source": src.name},
+                ))
+            out.append(VariableSpec(
+                f"{src.prefix or src.name}_count_{period}",
+                attrs={"long_name": f"mean number of clear observations per pixel, {period} (QA)", "units": "1",
+                       "period": period, "qa": "valid_count", "source": src.name},
+            ))
+    for t in plan.terrain:
+        out.append(VariableSpec(t, attrs={"long_name": "terrain slope", "units": "degree", "source": src.name}))
+    return out
+
+
+def refine(gbox: GeoBox, factor: int) -> GeoBox:
+    """The same extent at ``factor`` x finer resolution (pixel edges aligned with ``gbox``)."""
+    if factor == 1:
+        return gbox
+    ny, nx = gbox.shape
+    return GeoBox((ny * factor, nx * factor), gbox.affine * Affine.scale(1 / factor), gbox.crs)
+
+
+def block_nanmean(a: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of the finite values in each ``factor`` x ``factor`` block (NaN where none)."""
+    if factor == 1:
+        return a.astype(np.float32)
+    ny, nx = a.shape[-2:]
+    blocks = a.reshape(a.shape[:-2] + (ny // factor, factor, nx // factor, factor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(blocks, axis=(-3, -1)).astype(np.float32)
+
+
+def _first_valid(stack: np.ndarray) -> np.ndarray:
+    """Mosaic along time: the first finite value per pixel."""
+    out = stack[0].copy()
+    for layer in stack[1:]:
+        gap = ~np.isfinite(out)
+        if not gap.any():
+            break
+        out[gap] = layer[gap]
+    return out
+
+
+def _fractions(classes: np.ndarray, values: list[int], factor: int) -> dict[int, np.ndarray]:
+    valid = np.isfinite(classes)
+    n_valid = block_nanmean(valid.astype(np.float32), factor) * factor * factor
+    out = {}
+    for v in values:
+        hits = block_nanmean((classes == v).astype(np.float32), factor) * factor * factor
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[v] = np.where(n_valid > 0, hits / n_valid, np.nan).astype(np.float32)
+    return out
+
+
+def _buffer_mask(clear: np.ndarray, pixels: int) -> np.ndarray:
+    """Shrink clear areas by ``pixels`` (grow the masked clouds/shadows) in each time step."""
+    if pixels <= 0:
+        return clear
+    from scipy import ndimage
+
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1] = True  # grow within each date, never across dates
+    return ndimage.binary_erosion(clear, structure=structure, iterations=pixels, border_value=1)
+
+
+def _slope(elev: np.ndarray, res: float) -> np.ndarray:
+    gy, gx = np.gradient(elev.astype(np.float64), res)
+    return np.degrees(np.arctan(np.hypot(gx, gy))).astype(np.float32)
+
+
+@dataclass
+class TileResult:
+    variables: dict[str, np.ndarray]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries: int, threads: int) -> TileResult:
+    """All output variables of one source over one tile (target resolution)."""
+    src = plan.source
+    k = plan.factor
+    halo = 1 if plan.terrain else 0
+    work = refine(tile_gbox, k)
+    load_box = work.pad(halo) if halo else work
+    specs = plan_variables(plan)
+    nan = np.full(tuple(tile_gbox.shape), np.nan, np.float32)
+    items = filter_items(plan.items, bbox=tuple(tile_gbox.extent.to_crs("EPSG:4326").boundingbox))
+    if not items:
+        res = {s.name: (np.zeros_like(nan) if s.attrs.get("qa") else nan.copy()) for s in specs}
+        return TileResult(res, {"gaps": {src.name: "no items over tile"}})
+    obs = load_observations(items, src, load_box, assets=plan.data_assets, backend=backend, retries=retries, threads=threads)
+    info: dict[str, Any] = {"items": {src.name: [i for ids in obs.item_ids for i in ids]}}
+    if obs.failures:
+        info["failures"] = {src.name: [f.__dict__ for f in obs.failures]}
+    crop = (slice(halo, halo + work.shape[0]), slice(halo, halo + work.shape[1]))
+    out: dict[str, np.ndarray] = {}
+    medians: dict[str, dict[str, np.ndarray]] = {}
+    for key in plan.data_assets:
+        a = src.assets[key]
+        band = src.band_name(key)
+        vals = obs.values[band]
+        if a.categorical:
+            fr = _fractions(_first_valid(vals)[crop], sorted(a.classes), k)
+            for value, arr in fr.items():
+                out[f"{src.prefix or band}_{value}"] = arr
+        elif plan.temporal:
+            comp = src.composite
+            clear = _buffer_mask(obs.clear, plan.mask_buffer) if obs.clear is not None else np.isfinite(vals)
+            stats, counts = composite_periods(
+                vals[:, crop[0], crop[1]], clear[:, crop[0], crop[1]], obs.months, comp.periods(),  # type: ignore[union-attr]
+                statistics=comp.statistics, quantiles=comp.quantiles, min_count=comp.min_count,  # type: ignore[union-attr]
+            )
+            for (period, stat), arr in stats.items():
+                suffix = "" if stat == "median" else f"_{stat}"
+                out[f"{plan._name(band)}_{period}{suffix}"] = block_nanmean(arr, k)
+                if stat == "median" and (cn := common_name(band)):
+                    medians.setdefault(period, {})[cn] = out[f"{plan._name(band)}_{period}"]
+            for period, cnt in counts.items():
+                out[f"{src.prefix or src.name}_count_{period}"] = block_nanmean(cnt.astype(np.float32), k)
+        else:
+            mosaic = _first_valid(vals)
+            out[plan._name(band)] = block_nanmean(mosaic[crop], k)
+            if "slope" in plan.terrain:
+                out["slope"] = block_nanmean(_slope(mosaic, abs(work.resolution.x))[crop], k)
+    for period, bands in medians.items():
+        for index in plan.indices:
+            out[f"{src.prefix or src.name}_{index}_{period}"] = compute_index(index, bands)
+    if plan.temporal:
+        gaps = {p: float(np.mean(out[f"{src.prefix or src.name}_count_{p}"] == 0)) for p in src.composite.periods()}  # type: ignore[union-attr]
+        info.setdefault("gap_fraction", {})[src.name] = gaps
+    missing = [s.name for s in specs if s.name not in out]
+    if missing:
+        raise InputError(f"source {src.name!r}: variables {missing} were planned but not produced; check indices/terrain")
+    return TileResult(out, info)
+
+
+def process_tile(plans: list[SourcePlan], tile_gbox: GeoBox, *, backend: str = "odc", retries: int = 3, threads: int = 2) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Every source's variables over one tile, as a Dataset on the tile's grid, plus the tile's report."""
+    data: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    for plan in plans:
+        res = process_source(plan, tile_gbox, backend=backend, retries=retries, threads=threads)
+        for name, arr in res.variables.items():
+            data[name] = (("y", "x"), arr)
+        for key, val in res.info.items():
+            info.setdefault(key, {}).update(val)
+    coords = {"y": tile_gbox.coords["y"].values, "x": tile_gbox.coords["x"].values}
+    return xr.Dataset(data, coords=coords), info
+
+
+def check_indices(plan: SourcePlan) -> None:
+    """Fail early when an index needs bands the source does not have."""
+    names = {common_name(plan.source.band_name(k)) for k in plan.data_assets}
+    for index in plan.indices:
+        if index not in INDICES:
+            raise InputError(f"unknown spectral index {index!r} for source {plan.source.name!r}; choose from {sorted(INDICES)}")
+        need = set(INDICES[index]) - names
+        if need:
+            raise InputError(
+                f"index {index!r} needs bands {sorted(need)} that source {plan.source.name!r} does not load; "
+                "add the assets or drop the index"
+            )

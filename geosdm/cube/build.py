@@ -1,0 +1,234 @@
+"""Build a covariate cube tile by tile: search -> plan -> create the sharded store -> tiles -> report.
+
+Each tile (one Zarr shard of every variable) is one task: locally a loop with a progress bar, on a
+``dask.distributed`` cluster one future per tile (the plan, with its Items, is scattered once). Tiles already
+marked done are skipped, so a rerun after a kill completes only the missing tiles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pystac
+
+from geosdm.cube._tile import SourcePlan, check_indices, plan_variables, process_tile
+from geosdm.cube.config import CubeConfig, SourceSpec
+from geosdm.errors import GridError, InputError
+from geosdm.grid import Tile, tiles
+from geosdm.io.zarr import CubeStore, fingerprint
+from geosdm.sources import load_source
+from geosdm.stac import items_from_static_catalog, search
+
+__all__ = ["BuildReport", "build_cube", "resolve_sources"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    """What a build did: tiles, time, items that failed to read, gaps (pixels with no clear observation)."""
+
+    path: str
+    variables: list[str]
+    n_tiles: int
+    n_skipped: int
+    seconds: float
+    items: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    gap_fraction: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def _factor(spec: SourceSpec, target_res: float) -> int:
+    if spec.working_resolution is None:
+        return 1
+    ratio = target_res / spec.working_resolution
+    k = int(round(ratio))
+    if k < 1 or abs(ratio - k) > 1e-6:
+        raise InputError(
+            f"source {spec.source!r}: working_resolution {spec.working_resolution} must divide the target "
+            f"resolution {target_res} a whole number of times (e.g. {target_res / max(1, k)})"
+        )
+    return k
+
+
+def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
+    """Load each source definition and find its Items over the grid (STAC API search or static catalog)."""
+    gbox = config.grid.geobox()
+    lonlat = tuple(gbox.extent.to_crs("EPSG:4326").boundingbox)
+    plans = []
+    for spec in config.sources:
+        src = load_source(spec.source, url=spec.url) if spec.url else load_source(spec.source)
+        when = spec.datetime or config.datetime
+        if src.composite is None:
+            when = None  # static layers (DEM, land cover, bioclim) are not filtered by the cube's dates
+        if spec.catalog:
+            items = items_from_static_catalog(spec.catalog, src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
+        else:
+            items = search(src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
+        if spec.assets:
+            unknown = [a for a in spec.assets if a not in src.data_assets]
+            if unknown:
+                raise InputError(f"source {src.name!r} has no data assets {unknown}; it has {list(src.data_assets)}")
+        plan = SourcePlan(
+            src, tuple(items), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain, spec.assets or (),
+            spec.mask_buffer,
+        )
+        check_indices(plan)
+        _check_overlap(plan, gbox)
+        plans.append(plan)
+    return plans
+
+
+def _check_overlap(plan: SourcePlan, gbox: Any) -> None:
+    from odc.geo.geom import Geometry
+    from shapely.geometry import shape
+
+    target = gbox.extent.to_crs("EPSG:4326")
+    for item in plan.items:
+        if item.geometry and Geometry(shape(item.geometry), "EPSG:4326").intersects(target):
+            return
+    raise GridError(
+        f"the grid {tuple(round(v, 4) for v in target.boundingbox)} (lon/lat) lies outside all "
+        f"{len(plan.items)} Items of source {plan.source.name!r}; check the grid's bbox and CRS"
+    )
+
+
+def _run_tile(tile: Tile, plans: list[SourcePlan], store: CubeStore, backend: str, retries: int, threads: int) -> dict[str, Any]:
+    ds, info = process_tile(plans, tile.geobox, backend=backend, retries=retries, threads=threads)
+    store.write_tile(tile.index, tile.slices, ds, info)
+    return info
+
+
+def build_cube(
+    config: CubeConfig,
+    *,
+    client: Any | None = None,
+    progress: bool = False,
+    overwrite: bool = False,
+    plans: list[SourcePlan] | None = None,
+) -> BuildReport:
+    """Build (or resume) the cube described by ``config``.
+
+    Parameters
+    ----------
+    client
+        A ``dask.distributed.Client`` (LocalCluster or a scheduler address); tiles run as one task each on its
+        workers. None runs tiles in this process, one after another.
+    progress
+        Show a progress bar over tiles.
+    overwrite
+        Delete an existing output first (otherwise an existing output built from the same configuration and
+        Items is resumed, and a different one is an error).
+    plans
+        Pre-resolved sources (from :func:`resolve_sources`), to skip the search.
+
+    Returns
+    -------
+    BuildReport; also written to ``<output>.progress/report.json`` and summarised in the cube's attributes.
+    """
+    t0 = time.perf_counter()
+    gbox = config.grid.geobox()
+    plans = plans if plans is not None else resolve_sources(config)
+    variables = [v for p in plans for v in plan_variables(p)]
+    names = [v.name for v in variables]
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"variables {dupes} come from more than one source; give the sources distinct prefixes")
+    fp = fingerprint({
+        "config": config.model_dump(mode="json", exclude={"output": {"storage_options"}}),
+        "items": {p.source.name: sorted(i.id for i in p.items) for p in plans},
+    })
+    store = CubeStore(config.output.path, gbox, config.output.tile_shape, config.output.chunk_shape, config.output.storage_options)
+    attrs = {
+        "title": "geosdm covariate cube",
+        "Conventions": "CF-1.8",
+        "geosdm:sources": [p.source.name for p in plans],
+        "geosdm:source_items": {p.source.name: sorted(i.id for i in p.items) for p in plans},
+        "geosdm:tile_shape": list(config.output.tile_shape),
+        "geosdm:config": config.model_dump(mode="json", exclude={"output": {"storage_options"}}),
+    }
+    store.create(variables, attrs=attrs, fingerprint=fp, overwrite=overwrite)
+    all_tiles = list(tiles(gbox, config.output.tile_shape))
+    done = store.done_tiles()
+    todo = [t for t in all_tiles if t.index not in done]
+    log.info("cube %s: %d tiles, %d already done", config.output.path, len(all_tiles), len(done))
+    if client is None:
+        _configure_gdal()
+        bar = _bar(len(all_tiles), len(done), progress)
+        for t in todo:
+            _run_tile(t, plans, store, config.backend, config.retries, config.threads)
+            bar.update(1)
+        bar.close()
+    else:
+        from dask.distributed import as_completed
+
+        _configure_gdal(client)
+        plans_f = client.scatter(plans, broadcast=True)
+        futures = [
+            client.submit(_run_tile, t, plans_f, store, config.backend, config.retries, 1, key=f"cube-tile-{fp}-{t.index[0]}-{t.index[1]}", pure=False)
+            for t in todo
+        ]
+        bar = _bar(len(all_tiles), len(done), progress)
+        for fut in as_completed(futures):
+            fut.result()
+            bar.update(1)
+        bar.close()
+    infos = store.tile_infos()
+    failures: dict[str, list[dict[str, str]]] = {}
+    gaps: dict[str, dict[str, list[float]]] = {}
+    used: dict[str, set[str]] = {}
+    for info in infos:
+        for src, fl in info.get("failures", {}).items():
+            failures.setdefault(src, []).extend(fl)
+        for src, per in info.get("gap_fraction", {}).items():
+            for period, frac in per.items():
+                gaps.setdefault(src, {}).setdefault(period, []).append(frac)
+        for src, ids in info.get("items", {}).items():
+            used.setdefault(src, set()).update(ids)
+    report = BuildReport(
+        path=config.output.path,
+        variables=names,
+        n_tiles=len(all_tiles),
+        n_skipped=len(done),
+        seconds=round(time.perf_counter() - t0, 3),
+        items={k: len(v) for k, v in used.items()},
+        failures={k: _unique(v) for k, v in failures.items()},
+        gap_fraction={s: {p: float(np.mean(v)) for p, v in per.items()} for s, per in gaps.items()},
+    )
+    if report.failures:
+        log.warning("items that could not be read were left out and are listed in the report: %s", report.failures)
+    store.fs.makedirs(store.progress_path, exist_ok=True)
+    with store.fs.open(f"{store.progress_path}/report.json", "w") as f:
+        f.write(report.to_json())
+    store.finalize({"geosdm:failed_items": report.failures, "geosdm:gap_fraction": report.gap_fraction})
+    return report
+
+
+def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    seen: dict[str, dict[str, str]] = {}
+    for r in rows:
+        seen.setdefault(r["item_id"], r)
+    return list(seen.values())
+
+
+def _bar(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="tile", desc="cube", disable=not enabled)
+
+
+def _configure_gdal(client: Any | None = None) -> None:
+    """GDAL settings for cloud reads (retries, no directory listing) here and on every worker."""
+    from odc.stac import configure_rio
+
+    configure_rio(cloud_defaults=True, GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="0.5", client=client) if client else configure_rio(
+        cloud_defaults=True, GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="0.5"
+    )

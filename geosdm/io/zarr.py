@@ -1,0 +1,217 @@
+"""Sharded Zarr v3 cube stores written tile by tile, resumable after a kill.
+
+A store is created once from a *template* (variables, dtypes, attributes, grid) with every array's shard
+equal to one tile, so each tile is written by exactly one task with a region write and no two writers ever
+touch the same object. After a tile's data are written, a small marker object is written next to the store
+(``<store>.progress/<tile>.json``); a rerun skips tiles with markers, so a killed build completes only what is
+missing and the result is identical to an uninterrupted run. Works on local paths and fsspec URLs
+(``s3://...`` with ``storage_options``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dask.array as da
+import fsspec
+import numpy as np
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from geosdm.errors import DataSourceError, InputError
+
+__all__ = ["CubeStore", "open_cube", "VariableSpec", "fingerprint", "quiet_zarr"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VariableSpec:
+    """One output variable: dtype, fill value and CF attributes."""
+
+    name: str
+    dtype: str = "float32"
+    fill_value: float | int = float("nan")
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    extra_dims: tuple[tuple[str, int], ...] = ()  # leading dims, e.g. (("species", 40),)
+
+
+@contextmanager
+def quiet_zarr() -> Iterator[None]:
+    """Silence zarr-python's notes that consolidated metadata and string dtypes are not yet in the v3 spec."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        yield
+
+
+@dataclass
+class CubeStore:
+    """A sharded Zarr v3 store over ``geobox`` whose shards are ``tile_shape`` pixels.
+
+    Parameters
+    ----------
+    path
+        Local folder or fsspec URL (``s3://bucket/cube.zarr``).
+    geobox
+        The grid; coordinates and the CF ``spatial_ref`` grid mapping come from it.
+    tile_shape
+        Shard shape (y, x) in pixels; the unit of work and of resume.
+    chunk_shape
+        Inner chunk shape (y, x) inside each shard (must divide ``tile_shape``).
+    storage_options
+        fsspec options for remote stores (e.g. S3 endpoint and keys).
+    """
+
+    path: str
+    geobox: GeoBox
+    tile_shape: tuple[int, int] = (256, 256)
+    chunk_shape: tuple[int, int] | None = None
+    storage_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.path = str(self.path).rstrip("/")
+        ty, tx = self.tile_shape
+        cy, cx = self.chunk_shape or self.tile_shape
+        if ty % cy or tx % cx:
+            raise InputError(f"chunk_shape {self.chunk_shape} must divide tile_shape {self.tile_shape} exactly")
+        self.chunk_shape = (cy, cx)
+
+    # ------------------------------------------------------------------------------------------- paths
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        fs, _ = fsspec.core.url_to_fs(self.path, **(self.storage_options or {}))
+        return fs
+
+    @property
+    def progress_path(self) -> str:
+        return self.path + ".progress"
+
+    def _marker(self, index: tuple[int, int]) -> str:
+        return f"{self.progress_path}/tile_{index[0]:04d}_{index[1]:04d}.json"
+
+    # --------------------------------------------------------------------------------------- lifecycle
+    def exists(self) -> bool:
+        return self.fs.exists(f"{self.path}/zarr.json")
+
+    def create(self, variables: list[VariableSpec], *, attrs: Mapping[str, Any], fingerprint: str, overwrite: bool = False) -> bool:
+        """Create the store's metadata (no data), or check an existing one was made with the same fingerprint.
+
+        Returns True when a new store was created, False when an existing compatible one will be resumed.
+        """
+        if self.exists() and not overwrite:
+            existing = self.read_attrs().get("geosdm:fingerprint")
+            if existing != fingerprint:
+                raise InputError(
+                    f"output {self.path!r} exists and was built from a different configuration "
+                    f"(fingerprint {existing} != {fingerprint}); choose another output path or pass overwrite=True"
+                )
+            return False
+        if overwrite:
+            for p in (self.path, self.progress_path):
+                if self.fs.exists(p):
+                    self.fs.rm(p, recursive=True)
+        coords = xr_coords(self.geobox, crs_coord_name="spatial_ref")
+        ds = xr.Dataset(coords=coords, attrs={**attrs, "geosdm:fingerprint": fingerprint})
+        ny, nx = self.geobox.shape
+        encoding: dict[str, Any] = {}
+        for v in variables:
+            lead = tuple(n for _, n in v.extra_dims)
+            shape = lead + (ny, nx)
+            chunks = lead + tuple(self.tile_shape)
+            arr = da.full(shape, v.fill_value, dtype=v.dtype, chunks=chunks)
+            dims = tuple(d for d, _ in v.extra_dims) + ("y", "x")
+            ds[v.name] = xr.DataArray(arr, dims=dims, attrs={**v.attrs, "grid_mapping": "spatial_ref"})
+            encoding[v.name] = {
+                "chunks": lead + tuple(self.chunk_shape),  # type: ignore[operator]
+                "shards": chunks,
+                "fill_value": v.fill_value,
+            }
+        with quiet_zarr():
+            ds.to_zarr(
+                self.path, mode="w", compute=False, encoding=encoding, zarr_format=3, consolidated=False,
+                storage_options=self.storage_options,
+            )
+        return True
+
+    def read_attrs(self) -> dict[str, Any]:
+        with self.fs.open(f"{self.path}/zarr.json", "rb") as f:
+            return json.load(f).get("attributes", {})
+
+    def done_tiles(self) -> set[tuple[int, int]]:
+        """Tiles whose data are fully written (they have a marker)."""
+        fs = self.fs
+        if not fs.exists(self.progress_path):
+            return set()
+        out = set()
+        for p in fs.ls(self.progress_path, detail=False):
+            name = str(p).rsplit("/", 1)[-1]
+            if name.startswith("tile_") and name.endswith(".json"):
+                _, iy, ix = name[:-5].split("_")
+                out.add((int(iy), int(ix)))
+        return out
+
+    def write_tile(self, index: tuple[int, int], slices: tuple[slice, slice], data: xr.Dataset, info: Mapping[str, Any] | None = None) -> None:
+        """Region-write one tile (all variables, one shard each), then its marker."""
+        region = {"y": slices[0], "x": slices[1]}
+        drop = [c for c in data.coords if c not in data.dims]
+        with quiet_zarr():
+            data.drop_vars(drop).to_zarr(
+                self.path, region=region, mode="r+", zarr_format=3, consolidated=False,
+                storage_options=self.storage_options,
+            )
+        self.fs.makedirs(self.progress_path, exist_ok=True)
+        with self.fs.open(self._marker(index), "w") as f:
+            json.dump({"index": list(index), **(dict(info or {}))}, f, default=str)
+
+    def tile_infos(self) -> list[dict[str, Any]]:
+        """The info dicts written with each tile's marker (failures, gaps), in tile order."""
+        fs = self.fs
+        infos = []
+        for index in sorted(self.done_tiles()):
+            with fs.open(self._marker(index), "r") as f:
+                infos.append(json.load(f))
+        return infos
+
+    def finalize(self, attrs: Mapping[str, Any] | None = None) -> None:
+        """Add final attributes and write consolidated metadata."""
+        import zarr
+
+        with quiet_zarr():
+            store = self._zarr_store()
+            if attrs:
+                group = zarr.open_group(store, mode="r+", zarr_format=3)
+                group.attrs.update(json.loads(json.dumps(dict(attrs), default=str)))
+            zarr.consolidate_metadata(store)
+
+    def _zarr_store(self) -> Any:
+        import zarr
+
+        if "://" in self.path:
+            return zarr.storage.FsspecStore.from_url(self.path, storage_options=self.storage_options or {})
+        return zarr.storage.LocalStore(self.path)
+
+    def open(self) -> xr.Dataset:
+        return open_cube(self.path, storage_options=self.storage_options)
+
+
+def open_cube(path: str, *, storage_options: dict[str, Any] | None = None, chunks: Any = None) -> xr.Dataset:
+    """Open a geosdm cube lazily (dask chunks = shards by default)."""
+    with quiet_zarr():
+        try:
+            return xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, chunks=chunks or {})
+        except FileNotFoundError as err:
+            raise DataSourceError(f"no cube at {path!r}; build it first (geosdm cube build) or fix the path") from err
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-able description (configuration + inputs) of a build."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,190 @@
+"""Run declarative pipelines (``pipelines/*.yaml``) step by step: demo -> serve -> search -> cube -> ...
+
+Each step reads the previous step's stored output, so a step can be rerun or resumed alone. The library
+never prints: progress and summaries go to an ``on_event(step, message, data)`` callback (the CLI prints).
+Nothing in the library imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from geosdm.cube.config import CubeConfig
+from geosdm.errors import InputError
+from geosdm.sources import substitute_env
+
+__all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "pipeline_dirs", "find_pipeline"]
+
+log = logging.getLogger(__name__)
+Event = Callable[[str, str, dict[str, Any]], None]
+STEPS = ("demo", "serve", "search", "cube")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DemoStep(_Frozen):
+    preset: Literal["small", "default"] = "default"
+    seed: int = 0
+    out: str = "demo-output"
+
+
+class ServeStep(_Frozen):
+    asset_hrefs: Literal["http", "s3"] = "http"
+    upload: bool = True
+
+
+class SearchStep(_Frozen):
+    """Search the served STAC API for each source (cloud limit only where a source has a cloud property)."""
+
+    sources: tuple[str, ...] = ("demo-sentinel-2-l2a", "demo-landsat-c2-l2")
+    datetime: str | None = None
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+
+
+class PipelineConfig(_Frozen):
+    """A pipeline: which steps run and their configuration (unknown keys are rejected)."""
+
+    name: str
+    demo: DemoStep | None = None
+    serve: ServeStep | None = None
+    search: SearchStep | None = None
+    cube: CubeConfig | None = None
+
+
+@dataclass
+class PipelineResult:
+    """What each step produced (summaries keyed by step name)."""
+
+    config: PipelineConfig
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+
+def pipeline_dirs() -> list[Path]:
+    """Folders holding shipped pipelines: ``$GEOSDM_PIPELINES`` entries, then the checkout's ``pipelines/``."""
+    dirs = [Path(p) for p in os.environ.get("GEOSDM_PIPELINES", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "pipelines")
+    return [d for d in dirs if d.is_dir()]
+
+
+def find_pipeline(name_or_path: str | os.PathLike[str]) -> Path:
+    """A pipeline YAML by path, or by name in :func:`pipeline_dirs`."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for d in pipeline_dirs():
+        for cand in (d / f"{name_or_path}.yaml", d / str(name_or_path)):
+            if cand.is_file():
+                return cand
+    raise InputError(f"pipeline {str(name_or_path)!r} not found as a file or in {[str(d) for d in pipeline_dirs()]}")
+
+
+def load_pipeline(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> PipelineConfig:
+    """Read a pipeline YAML, substitute ``${VAR:-default}`` from the environment, validate once."""
+    p = find_pipeline(path)
+    raw = substitute_env(yaml.safe_load(p.read_text()) or {}, env, origin=str(p))
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InputError(f"invalid pipeline {str(p)!r}:\n{err}") from None
+
+
+def _noop(step: str, message: str, data: dict[str, Any]) -> None:
+    log.info("[%s] %s", step, message)
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    *,
+    steps: tuple[str, ...] | None = None,
+    on_event: Event | None = None,
+    progress: bool = False,
+    client: Any | None = None,
+) -> PipelineResult:
+    """Run the configured steps in order (``steps`` restricts them). Services stay up for the later steps."""
+    emit = on_event or _noop
+    wanted = [s for s in STEPS if getattr(config, s) is not None and (steps is None or s in steps)]
+    result = PipelineResult(config)
+    with contextlib.ExitStack() as stack:
+        served = None
+        for step in wanted:
+            if step == "demo":
+                result.outputs["demo"] = _run_demo(config.demo, emit)  # type: ignore[arg-type]
+            elif step == "serve":
+                served = stack.enter_context(_serve(config, emit))
+                result.outputs["serve"] = served
+            elif step == "search":
+                result.outputs["search"] = _run_search(config, served, emit)
+            elif step == "cube":
+                result.outputs["cube"] = _run_cube(config.cube, served, emit, progress, client)  # type: ignore[arg-type]
+    return result
+
+
+def _run_demo(step: DemoStep, emit: Event) -> Any:
+    from geosdm.demo import generate
+
+    emit("demo", f"generating the {step.preset!r} demo region (seed {step.seed}) in {step.out}", {})
+    layout = generate(step.out, preset=step.preset, seed=step.seed)
+    region = layout.region()
+    emit("demo", f"demo region ready: {sum(region['n_items'].values())} STAC items, {region['n_species']} species, "
+                 f"{region['n_presence_only']} presence-only records, {region['n_survey_plots']} survey plots",
+         {"region": region})
+    return layout
+
+
+@contextlib.contextmanager
+def _serve(config: PipelineConfig, emit: Event) -> Iterator[Any]:
+    from geosdm.services import serve_demo
+
+    if config.demo is None:
+        raise InputError("the serve step needs a demo step (what to serve)")
+    opts = config.serve or ServeStep()
+    with serve_demo(config.demo.out, asset_hrefs=opts.asset_hrefs, upload=opts.upload) as served:
+        emit("serve", f"STAC API {served.stac_url} | HTTP {served.http_url} | S3 {served.s3_endpoint} (bucket {served.bucket})",
+             {"stac_url": served.stac_url})
+        yield served
+
+
+def _run_search(config: PipelineConfig, served: Any, emit: Event) -> dict[str, list[str]]:
+    from geosdm.demo import DemoLayout
+    from geosdm.sources import load_source
+    from geosdm.stac import search
+
+    if served is None:
+        raise InputError("the search step needs the serve step (a STAC API to search)")
+    step = config.search or SearchStep()
+    region = DemoLayout.at(config.demo.out).region()  # type: ignore[union-attr]
+    found: dict[str, list[str]] = {}
+    for name in step.sources:
+        src = load_source(name, url=served.stac_url)
+        items = search(src, bbox=region["bbox_lonlat"], datetime=step.datetime if src.composite else None, max_cloud=step.max_cloud)
+        found[name] = [i.id for i in items]
+        clouds = [i.properties.get("eo:cloud_cover") for i in items]
+        limit = f" with {src.cloud_property} <= {step.max_cloud}" if src.cloud_property and step.max_cloud is not None else ""
+        spread = f" (cloud cover {min(clouds):.0f}-{max(clouds):.0f}%)" if clouds and None not in clouds else ""
+        emit("search", f"{src.collection}: {len(items)} items{limit}{spread}", {"source": name, "items": found[name]})
+    return found
+
+
+def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client: Any | None) -> Any:
+    from geosdm.cube import build_cube
+
+    if served is not None:  # sources without their own url/catalog search the served STAC API
+        specs = tuple(s if (s.url or s.catalog) else s.model_copy(update={"url": served.stac_url}) for s in cube.sources)
+        cube = cube.model_copy(update={"sources": specs})
+    emit("cube", f"building {cube.output.path} ({len(cube.sources)} sources)", {})
+    report = build_cube(cube, progress=progress, client=client)
+    emit("cube", f"cube {report.path}: {len(report.variables)} variables over {report.n_tiles} tiles "
+                 f"({report.n_skipped} resumed) in {report.seconds:.1f} s; items used {report.items}; "
+                 f"failed items {report.failures or 'none'}", {"report": report})
+    return report
