@@ -40,10 +40,12 @@ def serve(
     root: Path = typer.Argument(Path("demo-output"), help="Demo output folder to serve."),
     bucket: str = typer.Option("geosdm-demo", help="S3 bucket that receives a copy of ROOT."),
     hrefs: AssetHrefs = typer.Option(AssetHrefs.http, help="Asset hrefs in the STAC API: HTTP server or s3://."),
+    upload: bool = typer.Option(True, help="Copy ROOT into the S3 bucket (--no-upload starts faster)."),
     workdir: Path | None = typer.Option(None, help="Keep the rewritten STAC files and service logs here."),
 ) -> None:
     """Serve a demo folder over a local STAC API, a range-capable HTTP server and an S3 server (127.0.0.1)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from geosdm.errors import GeoSDMError
@@ -52,7 +54,9 @@ def serve(
     console = Console()
     console.print(f"Starting services for {root} ...")
     try:
-        with _stop_on_signals(), serve_demo(root, bucket=bucket, asset_hrefs=hrefs.value, workdir=workdir) as served:
+        with _stop_on_signals(), serve_demo(
+            root, bucket=bucket, asset_hrefs=hrefs.value, upload=upload, workdir=workdir
+        ) as served:
             table = Table(title=f"geosdm services for {served.root}", show_header=False)
             table.add_row("STAC API", served.stac_url)
             table.add_row("HTTP (Range)", served.http_url)
@@ -73,5 +77,5 @@ def serve(
     except KeyboardInterrupt:
         console.print("Stopped all services.")
     except GeoSDMError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(code=1) from None

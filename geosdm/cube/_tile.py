@@ -103,7 +103,7 @@ def refine(gbox: GeoBox, factor: int) -> GeoBox:
     if factor == 1:
         return gbox
     ny, nx = gbox.shape
-    return GeoBox((ny * factor, nx * factor), gbox.affine * Affine.scale(1 / factor), gbox.crs)
+    return GeoBox((ny * factor, nx * factor), gbox.affine @ Affine.scale(1 / factor), gbox.crs)
 
 
 def block_nanmean(a: np.ndarray, factor: int) -> np.ndarray:

@@ -11,7 +11,23 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["composite_periods", "period_index"]
+__all__ = ["composite_periods", "period_index", "sorted_quantile"]
+
+
+def sorted_quantile(sorted_values: np.ndarray, n_valid: np.ndarray, q: float) -> np.ndarray:
+    """Quantile ``q`` (numpy's 'linear' method) along axis 0 of values sorted with NaN last.
+
+    For the few observations per pixel of a composite period this is several times faster than
+    ``np.nanquantile``/``np.nanmedian``, which mask and sort again for every call.
+    """
+    pos = q * (n_valid - 1).clip(min=0)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.ceil(pos).astype(np.intp)
+    frac = (pos - lo).astype(np.float32)
+    a = np.take_along_axis(sorted_values, lo[None], axis=0)[0]
+    b = np.take_along_axis(sorted_values, hi[None], axis=0)[0]
+    out = a + (b - a) * frac
+    return np.where(n_valid > 0, out, np.nan).astype(np.float32)
 
 
 def period_index(months: np.ndarray, periods: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
@@ -55,13 +71,14 @@ def composite_periods(
         count = np.isfinite(sub).sum(axis=0).astype(np.int16) if sub.shape[0] else np.zeros(shape, np.int16)
         counts[label] = count
         enough = count >= min_count
+        ordered = np.sort(sub, axis=0) if sub.shape[0] else sub  # NaN sorts last
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected (reported gaps)
             for stat in statistics:
                 if sub.shape[0] == 0:
                     out = np.full(shape, np.nan, np.float32)
                 elif stat == "median":
-                    out = np.nanmedian(sub, axis=0)
+                    out = sorted_quantile(ordered, count, 0.5)
                 elif stat == "mean":
                     out = np.nanmean(sub, axis=0)
                 elif stat == "min":
@@ -74,6 +91,6 @@ def composite_periods(
                     raise ValueError(f"unknown statistic {stat!r}")
                 stats[(label, stat)] = np.where(enough, out, np.nan).astype(np.float32)
             for q in quantiles:
-                out = np.nanquantile(sub, q, axis=0) if sub.shape[0] else np.full(shape, np.nan, np.float32)
+                out = sorted_quantile(ordered, count, q) if sub.shape[0] else np.full(shape, np.nan, np.float32)
                 stats[(label, f"q{round(q * 100):02d}")] = np.where(enough, out, np.nan).astype(np.float32)
     return stats, counts

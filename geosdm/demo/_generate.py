@@ -48,7 +48,7 @@ __all__ = ["generate"]
 log = logging.getLogger(__name__)
 
 #: index of the Sentinel-2 date made fully cloudy (a reported gap, never filled)
-CLOUDY_DATE_INDEX = 1
+CLOUDY_DATE_INDEX = 3
 
 
 def _lonlat_bounds(world: World) -> tuple[float, float, float, float]:

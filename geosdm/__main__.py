@@ -1,0 +1,5 @@
+"""``python -m geosdm`` = the ``geosdm`` command."""
+
+from geosdm.cli import app
+
+app()

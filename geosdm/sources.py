@@ -1,0 +1,612 @@
+"""Source definitions: one YAML file per data source in ``catalogs/``, validated once into a frozen model.
+
+A source definition says where the Items come from (a STAC API, a static catalog, or plain COG URLs), which
+assets to load and how to read them (dtype, nodata, scale/offset, resampling, units, long name, role), which
+asset masks clouds and how (Sentinel-2 SCL classes or Landsat QA_PIXEL bits), which assets are categorical
+(with their class table), the Sentinel-2 processing-baseline offset rule, and how time is aggregated (seasons
+or months; median and quantiles). Physical value = DN * ``scale`` + ``offset``.
+
+>>> from geosdm.sources import load_source
+>>> src = load_source("pc-sentinel-2-l2a")                  # catalogs/pc-sentinel-2-l2a.yaml
+>>> src.assets["B04"].scale, src.mask.keep
+(0.0001, (4, 5, 6))
+>>> demo = load_source("demo-sentinel-2-l2a", url="http://127.0.0.1:7822")   # fills the URL placeholder
+
+Where ``load_source(name)`` looks
+---------------------------------
+A path (ending in ``.yaml``/``.yml`` or containing a path separator) is read as given. A bare name is looked up
+as ``<name>.yaml`` in, in order: every folder listed in ``$GEOSDM_CATALOGS`` (``os.pathsep``-separated), then
+the ``catalogs/`` folder of the source checkout that holds the imported ``geosdm`` package (so an editable
+install, ``pip install -e .``, finds the shipped catalogs), then ``geosdm/catalogs/`` inside the package if a
+build ships them there. :func:`catalog_dirs` lists the folders searched; :func:`available_sources` the names.
+
+Placeholders
+------------
+Every string value may hold ``${VAR}`` (required) or ``${VAR:-default}`` (optional) environment references,
+substituted before validation; the demo catalogs use ``url: ${GEOSDM_STAC_URL:-}`` so the local STAC API's
+address is given at run time (environment variable, or ``load_source(..., url=...)``).
+
+Consumers: :mod:`geosdm.stac` (search, item checks, offsets) and :mod:`geosdm.cube` (load, mask, composite).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from datetime import date
+from os import PathLike
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
+
+import numpy as np
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer, model_validator
+
+from geosdm.errors import InputError
+
+__all__ = [
+    "AssetConfig",
+    "MaskConfig",
+    "HarmonizeConfig",
+    "CompositeConfig",
+    "SourceConfig",
+    "load_source",
+    "parse_source",
+    "catalog_dirs",
+    "available_sources",
+    "substitute_env",
+    "DTYPES",
+    "RESAMPLING",
+]
+
+#: dtypes a source asset may declare (what GDAL/odc-stac read without surprises).
+DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+#: Resampling names understood by odc-stac / rasterio.
+RESAMPLING = (
+    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
+    "min", "max", "med", "q1", "q3", "sum", "rms",
+)  # fmt: skip
+
+Dtype = Literal["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64"]
+Resampling = Literal[
+    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
+    "min", "max", "med", "q1", "q3", "sum", "rms",
+]  # fmt: skip
+Role = Literal["reflectance", "continuous", "categorical", "mask"]
+Statistic = Literal["median", "mean", "min", "max", "std"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class FrozenDict(dict[_K, _V]):
+    """A dict that refuses changes after construction; pickles (Dask workers) and deep-copies normally."""
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is read-only; build a new config (model_copy(update=...))")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (dict(self),))
+
+
+def _freeze(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    return FrozenDict(value)
+
+
+#: A read-only mapping field: validated like a dict, stored as a :class:`FrozenDict`, dumped as a dict.
+FrozenMap = Annotated[Mapping[_K, _V], AfterValidator(_freeze), WrapSerializer(lambda v, handler: handler(dict(v)))]
+
+
+class _Frozen(BaseModel):
+    """Immutable, rejects unknown keys, hashes and tokenizes (Dask) from its canonical JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__qualname__, self.model_dump_json()))
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return (type(self).__qualname__, self.model_dump_json())
+
+
+def _nodata_fits(dtype: str, nodata: float | None) -> bool:
+    if nodata is None:
+        return True
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return True
+    if math.isnan(nodata) or float(nodata) != int(nodata):
+        return False
+    info = np.iinfo(dt)
+    return info.min <= int(nodata) <= info.max
+
+
+class AssetConfig(_Frozen):
+    """How to read one asset (one band) of a source.
+
+    ``dtype``/``nodata`` describe the stored DN; ``scale``/``offset`` turn DN into physical ``units``
+    (value = DN * scale + offset). ``dtype: null`` means "as the Item's ``raster:bands`` or the file header
+    says" (used for URL lists whose files we cannot inspect here). ``name`` is the band name used in cube
+    variable names (defaults to the asset key), so providers with different keys (``red`` vs ``B04``) give
+    the same cube. ``role``: ``reflectance`` (optical band, masked and composited), ``continuous`` (any other
+    covariate), ``categorical`` (class map, needs ``classes``), ``mask`` (the cloud/quality mask).
+    """
+
+    long_name: str
+    dtype: Dtype | None
+    nodata: float | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    units: str = "1"
+    role: Role = "continuous"
+    resampling: Resampling | None = None
+    name: str | None = None
+    classes: FrozenMap[int, str] = Field(default_factory=FrozenDict)
+    href: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AssetConfig:
+        if self.scale == 0:
+            raise ValueError("scale is 0, which would erase every value; use 1.0 for unscaled data")
+        if self.dtype is not None and not _nodata_fits(self.dtype, self.nodata):
+            raise ValueError(
+                f"nodata {self.nodata!r} cannot be stored in dtype {self.dtype}; give a value inside the dtype "
+                "range (e.g. 0 for uint16, -9999 for int16) or null"
+            )
+        integer = self.dtype is None or np.dtype(self.dtype).kind in "iu"
+        if self.role in ("categorical", "mask"):
+            if not integer:
+                raise ValueError(f"a {self.role} asset needs an integer dtype, got {self.dtype}")
+            if self.resampling not in (None, "nearest", "mode"):
+                raise ValueError(
+                    f"a {self.role} asset cannot use resampling {self.resampling!r} (it would invent classes "
+                    "or bit patterns); use 'nearest' (or 'mode' for categorical)"
+                )
+        if self.role == "categorical" and not self.classes:
+            raise ValueError("a categorical asset needs a class table: add `classes: {value: name, ...}`")
+        return self
+
+    @property
+    def categorical(self) -> bool:
+        """True for class maps (aggregated to per-class fractions, never interpolated)."""
+        return self.role == "categorical"
+
+    @property
+    def resampling_method(self) -> str:
+        """``resampling`` or the role's default: nearest for masks/classes, bilinear otherwise."""
+        if self.resampling is not None:
+            return self.resampling
+        return "nearest" if self.role in ("categorical", "mask") else "bilinear"
+
+
+class MaskConfig(_Frozen):
+    """Which pixels of the mask asset are clear observations.
+
+    ``kind: classes`` (Sentinel-2 SCL): a pixel is clear when its value is in ``keep`` (or in ``snow`` when
+    ``keep_snow``); ``reject`` lists the rest explicitly so every class is a decision. ``kind: bits`` (Landsat
+    QA_PIXEL): ``bits`` names bit positions (0 = least significant); a pixel is masked when any of
+    ``reject_bits`` (or ``snow_bit`` unless ``keep_snow``) is set.
+    """
+
+    asset: str
+    kind: Literal["classes", "bits"]
+    keep: tuple[int, ...] = ()
+    reject: tuple[int, ...] = ()
+    snow: tuple[int, ...] = ()
+    bits: FrozenMap[str, int] = Field(default_factory=FrozenDict)
+    reject_bits: tuple[str, ...] = ()
+    snow_bit: str | None = None
+    keep_snow: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskConfig:
+        if self.kind == "classes":
+            if not self.keep:
+                raise ValueError("a classes mask needs `keep:` (the clear classes, e.g. [4, 5, 6] for SCL)")
+            if not self.reject:
+                raise ValueError("a classes mask needs `reject:` (e.g. [0, 1, 2, 3, 7, 8, 9, 10] for SCL)")
+            for a, b, la, lb in ((self.keep, self.reject, "keep", "reject"), (self.keep, self.snow, "keep", "snow"),
+                                 (self.reject, self.snow, "reject", "snow")):  # fmt: skip
+                if both := sorted(set(a) & set(b)):
+                    raise ValueError(f"classes {both} are in both `{la}` and `{lb}`; each class needs one rule")
+            if self.bits or self.reject_bits or self.snow_bit:
+                raise ValueError("`bits`, `reject_bits`, `snow_bit` belong to `kind: bits` masks")
+        else:
+            if not self.bits or not self.reject_bits:
+                raise ValueError(
+                    "a bits mask needs `bits:` (name -> bit index) and `reject_bits:` (names that mask a pixel)"
+                )
+            named = [*self.reject_bits, *([self.snow_bit] if self.snow_bit else [])]
+            if unknown := [b for b in named if b not in self.bits]:
+                raise ValueError(f"bit names {unknown} are not in `bits` {sorted(self.bits)}")
+            if bad := {k: v for k, v in self.bits.items() if not 0 <= v < 64}:
+                raise ValueError(f"bit indices {bad} are outside 0..63")
+            if self.keep or self.reject or self.snow:
+                raise ValueError("`keep`, `reject`, `snow` belong to `kind: classes` masks")
+        return self
+
+    @property
+    def clear_values(self) -> tuple[int, ...]:
+        """Classes counted as clear (``keep`` plus ``snow`` when ``keep_snow``); classes masks only."""
+        return tuple(sorted({*self.keep, *(self.snow if self.keep_snow else ())}))
+
+    @property
+    def reject_bitmask(self) -> int:
+        """Integer with every rejecting bit set (``value & reject_bitmask == 0`` means clear); bits masks only."""
+        names = [*self.reject_bits, *([self.snow_bit] if self.snow_bit and not self.keep_snow else [])]
+        return sum(1 << self.bits[n] for n in set(names))
+
+    def is_clear(self, data: Any) -> Any:
+        """Boolean array, True where ``data`` (mask DN: numpy, Dask or xarray) is a clear observation.
+
+        Lazy in, lazy out: nothing is computed. Nodata pixels are not clear (SCL 0 is rejected; QA fill bit).
+        """
+        if self.kind == "bits":
+            return (data & self.reject_bitmask) == 0
+        if hasattr(data, "isin"):  # xarray
+            return data.isin(list(self.clear_values))
+        import dask.array as da
+
+        if isinstance(data, da.Array):
+            return da.isin(data, list(self.clear_values))
+        return np.isin(data, self.clear_values)
+
+
+class HarmonizeConfig(_Frozen):
+    """Sentinel-2 processing-baseline offset rule (baseline >= 04.00 adds 1000 DN to L2A reflectance).
+
+    For each item and each listed asset the offset is ``offset_dn * scale`` when the item's
+    ``baseline_property`` is >= ``min_baseline`` and ``applied_property`` (e.g. Earth Search's
+    ``earthsearch:boa_offset_applied``) is not true; otherwise 0. Items without a baseline fall back to the
+    offset their ``raster:bands`` declare, then to the acquisition date (>= ``cutoff_date``).
+    """
+
+    assets: tuple[str, ...]
+    min_baseline: str = "04.00"
+    offset_dn: float = -1000.0
+    baseline_property: str = "s2:processing_baseline"
+    applied_property: str | None = None
+    cutoff_date: date = date(2022, 1, 25)
+
+    @model_validator(mode="after")
+    def _check(self) -> HarmonizeConfig:
+        if not re.fullmatch(r"\d{1,2}\.\d{1,2}", self.min_baseline):
+            raise ValueError(f"min_baseline {self.min_baseline!r} is not like '04.00'")
+        if not self.assets:
+            raise ValueError("`assets` is empty; list the reflectance assets the offset applies to")
+        return self
+
+
+_DEFAULT_SEASONS = {"djf": (12, 1, 2), "mam": (3, 4, 5), "jja": (6, 7, 8), "son": (9, 10, 11)}
+
+
+class CompositeConfig(_Frozen):
+    """Temporal aggregation of a time series into per-period statistics.
+
+    ``period``: ``season`` (``seasons``: label -> months, default meteorological DJF/MAM/JJA/SON, pooled over
+    all years of the date range), ``month`` (labels ``m01``..``m12``) or ``year`` (one label, ``year``).
+    ``statistics`` and ``quantiles`` (0 < q < 1; labelled ``q10`` for 0.1) are computed over clear
+    observations; pixels with fewer than ``min_count`` clear observations are NaN.
+    """
+
+    period: Literal["season", "month", "year"] = "season"
+    seasons: FrozenMap[str, tuple[int, ...]] = Field(default_factory=lambda: FrozenDict(_DEFAULT_SEASONS))
+    statistics: tuple[Statistic, ...] = ("median",)
+    quantiles: tuple[float, ...] = ()
+    min_count: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> CompositeConfig:
+        seen: dict[int, str] = {}
+        for label, months in self.seasons.items():
+            if not re.fullmatch(r"[a-z][a-z0-9]*", label):
+                raise ValueError(f"season label {label!r} must be lowercase letters/digits (it names variables)")
+            for m in months:
+                if not 1 <= m <= 12:
+                    raise ValueError(f"season {label!r} has month {m}; months are 1..12")
+                if m in seen:
+                    raise ValueError(f"month {m} is in seasons {seen[m]!r} and {label!r}; seasons must not overlap")
+                seen[m] = label
+        if bad := [q for q in self.quantiles if not 0 < q < 1]:
+            raise ValueError(f"quantiles {bad} are outside (0, 1); write 0.1 for the 10th percentile")
+        if not self.statistics and not self.quantiles:
+            raise ValueError("no statistics: give `statistics: [median]` and/or `quantiles: [0.1, 0.9]`")
+        return self
+
+    def periods(self) -> dict[str, tuple[int, ...]]:
+        """Period label -> months (1..12), in calendar order of their first month."""
+        if self.period == "month":
+            return {f"m{m:02d}": (m,) for m in range(1, 13)}
+        if self.period == "year":
+            return {"year": tuple(range(1, 13))}
+        return dict(self.seasons)
+
+    def stat_labels(self) -> tuple[str, ...]:
+        """Statistic labels in output order, e.g. ``('median', 'q10', 'q90')``."""
+        return (*self.statistics, *(f"q{round(q * 100):02d}" for q in self.quantiles))
+
+
+class SourceConfig(_Frozen):
+    """One data source: where Items come from and how to read, mask and aggregate their assets.
+
+    ``kind``: ``stac-api`` (``url`` is the API root; searched with pystac-client), ``static`` (``url`` is a
+    static ``catalog.json``/``collection.json`` path or URL, walked), ``cog-urls`` (no catalog: every asset
+    has an ``href`` to a COG; wrapped into an Item by :func:`geosdm.stac.items_from_cog_urls`; ``datetime``
+    is the nominal date or ``start/end`` range of the data). ``sign``: optional ``module:function`` that signs
+    Items (e.g. ``planetary_computer:sign_inplace``), used only if importable.
+    """
+
+    name: str
+    collection: str
+    assets: FrozenMap[str, AssetConfig]
+    title: str = ""
+    description: str = ""
+    license: str | None = None
+    kind: Literal["stac-api", "static", "cog-urls"] = "stac-api"
+    url: str | None = None
+    sign: str | None = None
+    cloud_property: str | None = "eo:cloud_cover"
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+    datetime: str | None = None
+    prefix: str | None = None
+    mask: MaskConfig | None = None
+    harmonize: HarmonizeConfig | None = None
+    composite: CompositeConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_url(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("url") == "":
+            data = {**data, "url": None}  # an unset optional placeholder (${VAR:-})
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceConfig:
+        if not self.assets:
+            raise ValueError("`assets` is empty; list at least one asset to load")
+        masks = [k for k, a in self.assets.items() if a.role == "mask"]
+        if self.mask is not None:
+            if self.mask.asset not in self.assets:
+                raise ValueError(f"mask asset {self.mask.asset!r} is not in `assets` {sorted(self.assets)}")
+            mask_asset = self.assets[self.mask.asset]
+            if mask_asset.role != "mask":
+                raise ValueError(f"mask asset {self.mask.asset!r} needs `role: mask`, has {mask_asset.role!r}")
+            if self.mask.kind == "bits" and mask_asset.dtype is not None:
+                width = np.dtype(mask_asset.dtype).itemsize * 8
+                if too_high := {k: v for k, v in self.mask.bits.items() if v >= width}:
+                    raise ValueError(f"mask bits {too_high} do not fit the {width}-bit dtype {mask_asset.dtype}")
+        elif masks:
+            raise ValueError(f"assets {masks} have `role: mask` but there are no mask rules; add a `mask:` block")
+        if len(masks) > 1:
+            raise ValueError(f"assets {masks} all have `role: mask`; one source has one mask asset")
+        reflectance = [k for k, a in self.assets.items() if a.role == "reflectance"]
+        if self.composite is not None and reflectance and self.mask is None:
+            raise ValueError(
+                f"reflectance assets {reflectance} are composited without mask rules; add a `mask:` block "
+                "(SCL classes or QA bits) so clouds do not enter the composites"
+            )
+        if self.harmonize is not None and (bad := [a for a in self.harmonize.assets if a not in reflectance]):
+            raise ValueError(f"harmonize.assets {bad} are not reflectance assets of this source {reflectance}")
+        names = [a.name or k for k, a in self.assets.items()]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"band names {dupes} are used by more than one asset; give each a distinct `name`")
+        if self.kind == "cog-urls":
+            if missing := [k for k, a in self.assets.items() if not a.href]:
+                raise ValueError(f"kind cog-urls needs an `href` for every asset; missing for {missing}")
+            if not self.datetime:
+                raise ValueError("kind cog-urls needs `datetime:` (nominal date or 'start/end' of the data)")
+        elif hrefs := [k for k, a in self.assets.items() if a.href]:
+            raise ValueError(f"assets {hrefs} have `href`, which only `kind: cog-urls` sources use")
+        if self.kind == "static" and not self.url:
+            raise ValueError("kind static needs `url:` (path or URL of the static catalog.json)")
+        return self
+
+    def band_name(self, asset: str) -> str:
+        """Band name of ``asset`` used in cube variable names (``name`` or the asset key)."""
+        return self.assets[asset].name or asset
+
+    @property
+    def data_assets(self) -> tuple[str, ...]:
+        """Asset keys that become cube variables (everything but the mask)."""
+        return tuple(k for k, a in self.assets.items() if a.role != "mask")
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute_env(value: Any, env: Mapping[str, str] | None = None, *, origin: str = "<config>") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a nested dict/list.
+
+    Raises
+    ------
+    InputError
+        A ``${VAR}`` without default is not set; the message names the key and the variable.
+    """
+    env = os.environ if env is None else env
+
+    def sub(v: Any, path: str) -> Any:
+        if isinstance(v, str):
+
+            def repl(m: re.Match[str]) -> str:
+                var, default = m.group(1), m.group(2)
+                if var in env:
+                    return env[var]
+                if default is not None:
+                    return default
+                raise InputError(
+                    f"{origin}: `{path}` refers to environment variable {var!r}, which is not set; set it "
+                    f"(export {var}=...) or give the value as an override (load_source(..., url=...))"
+                )
+
+            return _ENV_RE.sub(repl, v)
+        if isinstance(v, Mapping):
+            return {k: sub(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [sub(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    return sub(value, "")
+
+
+def catalog_dirs() -> list[Path]:
+    """Folders searched by :func:`load_source`, in order (existing ones only)."""
+    dirs = [Path(p) for p in os.environ.get("GEOSDM_CATALOGS", "").split(os.pathsep) if p]
+    pkg = Path(__file__).resolve().parent
+    dirs += [pkg.parent / "catalogs", pkg / "catalogs"]
+    out: list[Path] = []
+    for d in dirs:
+        if d.is_dir() and d.resolve() not in out:
+            out.append(d.resolve())
+    return out
+
+
+def available_sources() -> list[str]:
+    """Names of every source definition found in :func:`catalog_dirs` (first folder wins)."""
+    names: dict[str, None] = {}
+    for d in catalog_dirs():
+        for f in sorted(d.glob("*.yaml")):
+            names.setdefault(f.stem, None)
+    return list(names)
+
+
+def _find(path_or_name: str | PathLike[str]) -> Path:
+    s = os.fspath(path_or_name)
+    if s.endswith((".yaml", ".yml")) or os.sep in s or "/" in s:
+        p = Path(s).expanduser()
+        if not p.is_file():
+            raise InputError(f"source definition {s!r} does not exist; give an existing YAML file or a source name")
+        return p
+    for d in catalog_dirs():
+        for ext in (".yaml", ".yml"):
+            if (p := d / f"{s}{ext}").is_file():
+                return p
+    raise InputError(
+        f"no source definition named {s!r} in {[str(d) for d in catalog_dirs()]}; available: "
+        f"{available_sources()}. Give a path to a YAML file or add the folder to $GEOSDM_CATALOGS"
+    )
+
+
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names allowed at the model reached by ``loc`` (the parent of an unknown key)."""
+    model: Any = SourceConfig
+    parts = list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        for _ in range(4):  # unwrap Optional / Annotated / Mapping[str, Model]
+            args = [a for a in get_args(ann) if a is not type(None)]
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                break
+            if get_origin(ann) in (Mapping, dict) or (get_origin(ann) is not None and len(args) == 2):
+                ann = args[-1]
+                if parts:
+                    parts.pop(0)  # the mapping key
+            elif args:
+                ann = args[0]
+        model = ann
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return sorted(model.model_fields)
+    return None
+
+
+def _format_errors(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith(("function-", "literal["))))
+        where = ".".join(str(x) for x in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            hint = f"; allowed keys here: {allowed}" if allowed else ""
+            lines.append(f"  - unknown key `{where}`{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"  - `{where}` is required but missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            got = e.get("input")
+            shown = "" if isinstance(got, (Mapping, list)) or got is None else f" (got {got!r})"
+            lines.append(f"  - `{where}`: {msg}{shown}")
+    return (
+        f"{origin} is not a valid source definition:\n" + "\n".join(lines)
+        + "\nFix these keys; catalogs/pc-sentinel-2-l2a.yaml is a complete, commented example."
+    )  # fmt: skip
+
+
+def parse_source(data: Mapping[str, Any], *, origin: str = "<dict>") -> SourceConfig:
+    """Validate an already-loaded mapping (e.g. a block of a pipeline YAML) into a :class:`SourceConfig`.
+
+    Raises
+    ------
+    InputError
+        Every invalid or unknown key, with the allowed keys and the fix (pydantic's errors, reworded).
+    """
+    try:
+        return SourceConfig.model_validate(data)
+    except ValidationError as err:
+        raise InputError(_format_errors(err, origin)) from None
+
+
+def load_source(
+    path_or_name: str | PathLike[str],
+    *,
+    url: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SourceConfig:
+    """Read, substitute and validate one source definition.
+
+    Parameters
+    ----------
+    path_or_name
+        A YAML path, or a name looked up as ``<name>.yaml`` in :func:`catalog_dirs`.
+    url
+        Replaces ``url`` (e.g. the local STAC API of the demo, ``http://127.0.0.1:7822``).
+    overrides
+        Nested values merged over the file before validation, e.g. ``{"max_cloud": 30}``.
+    env
+        Variables for ``${VAR}`` placeholders (default: ``os.environ``).
+
+    Returns
+    -------
+    SourceConfig
+        Frozen; ``name`` defaults to the file stem.
+
+    Raises
+    ------
+    InputError
+        File not found, not YAML, an unset required placeholder, or invalid keys/values (all listed).
+
+    Examples
+    --------
+    >>> load_source("pc-landsat-c2-l2").assets["red"].offset
+    -0.2
+    """
+    path = _find(path_or_name)
+    origin = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(f"{origin} is not valid YAML ({err}); fix the syntax at the reported line") from None
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{origin} holds a {type(raw).__name__}, not a mapping of keys; see catalogs/*.yaml")
+    raw = dict(raw)
+    raw.setdefault("name", path.stem)
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    if url is not None:
+        raw["url"] = url
+    return parse_source(substitute_env(raw, env, origin=origin), origin=origin)
