@@ -26,7 +26,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube")
+STEPS = ("demo", "serve", "search", "cube", "records")
 
 
 class _Frozen(BaseModel):
@@ -52,6 +52,20 @@ class SearchStep(_Frozen):
     max_cloud: float | None = Field(default=None, ge=0, le=100)
 
 
+class RecordsStep(_Frozen):
+    """Species records -> validated training table with background points, covariates and spatial folds."""
+
+    inputs: tuple[str, ...]
+    output: str
+    cube: str | None = None  # default: the cube step's output
+    n_background: int = Field(default=10_000, ge=0)
+    background: Literal["uniform", "target_group", "bias"] = "uniform"
+    n_folds: int = Field(default=5, ge=2)
+    block_size: float = Field(default=5_000.0, gt=0)
+    buffer: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
 class PipelineConfig(_Frozen):
     """A pipeline: which steps run and their configuration (unknown keys are rejected)."""
 
@@ -60,6 +74,7 @@ class PipelineConfig(_Frozen):
     serve: ServeStep | None = None
     search: SearchStep | None = None
     cube: CubeConfig | None = None
+    records: RecordsStep | None = None
 
 
 @dataclass
@@ -127,6 +142,8 @@ def run_pipeline(
                 result.outputs["search"] = _run_search(config, served, emit)
             elif step == "cube":
                 result.outputs["cube"] = _run_cube(config.cube, served, emit, progress, client)  # type: ignore[arg-type]
+            elif step == "records":
+                result.outputs["records"] = _run_records(config, emit)
     return result
 
 
@@ -188,3 +205,28 @@ def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client
                  f"({report.n_skipped} resumed) in {report.seconds:.1f} s; items used {report.items}; "
                  f"failed items {report.failures or 'none'}", {"report": report})
     return report
+
+
+def _run_records(config: PipelineConfig, emit: Event) -> Any:
+    import pandas as pd
+
+    from geosdm.records import read_records, training_table, write_records
+
+    step = config.records
+    assert step is not None
+    cube = step.cube or (config.cube.output.path if config.cube else None)
+    if cube is None:
+        raise InputError("the records step needs `cube:` (a cube path) or a cube step")
+    frames = [read_records(p) for p in step.inputs]
+    for p, f in zip(step.inputs, frames):
+        emit("records", f"read {len(f)} records from {p} ({f['kind'].value_counts().to_dict()})", {})
+    tt = training_table(
+        pd.concat(frames, ignore_index=True), cube, n_background=step.n_background, background=step.background,
+        n_folds=step.n_folds, block_size=step.block_size, buffer=step.buffer, seed=step.seed,
+    )
+    write_records(tt.table, step.output, metadata={"covariates": ",".join(tt.covariates)})
+    summary = tt.summary()
+    emit("records", f"training table {step.output}: {summary['rows']} rows {summary['kinds']}, {summary['species']} species, "
+                    f"{summary['covariates']} covariates; dropped {summary['dropped'] or 'nothing'}; "
+                    f"covariates left out for gaps: {list(summary['excluded_covariates']) or 'none'}", {"summary": summary})
+    return tt

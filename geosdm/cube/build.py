@@ -142,8 +142,10 @@ def build_cube(
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"variables {dupes} come from more than one source; give the sources distinct prefixes")
-    fp = fingerprint({
-        "config": config.model_dump(mode="json", exclude={"output": {"storage_options"}}),
+    fp = fingerprint({  # what is computed, not where Items were found (a served API's port changes per run)
+        "config": config.model_dump(
+            mode="json", exclude={"output": {"storage_options"}, "sources": {"__all__": {"url", "catalog"}}}
+        ),
         "items": {p.source.name: sorted(i.id for i in p.items) for p in plans},
     })
     store = CubeStore(config.output.path, gbox, config.output.tile_shape, config.output.chunk_shape, config.output.storage_options)

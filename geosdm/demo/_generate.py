@@ -167,7 +167,7 @@ def _write_scenes(layout: DemoLayout, p: DemoPreset, world: World, climate: Any,
     tiles = [("30TYT", "EPSG:32630", (w - 0.005, s - 0.005, 0.01, n + 0.005)), ("31TBN", "EPSG:32631", (-0.01, s - 0.005, e + 0.005, n + 0.005))]
     grids = {tile: scene_grid(world, crs, p.fine_res, bb) for tile, crs, bb in tiles}
     dates = scene_dates(p.s2_dates)
-    covers = np.clip(rng.beta(0.7, 1.6, size=len(dates)) * 0.9, 0.0, 0.85)
+    covers = np.clip(rng.beta(0.6, 2.2, size=len(dates)) * 0.75, 0.0, 0.7)
     covers[CLOUDY_DATE_INDEX] = 1.0
     covers[min(4, len(dates) - 1)] = 0.0
     for i, when in enumerate(dates):

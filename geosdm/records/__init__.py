@@ -31,6 +31,7 @@ from geosdm.records.readers import (
     records_from_frame,
 )
 from geosdm.records.schema import COLUMNS, KINDS, check_records, conform, empty_records, write_records
+from geosdm.records.table import TrainingTable, training_table
 from geosdm.records.validate import ValidationReport, validate_records
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "BufferedLeaveOneOut",
     "EnvironmentalKFold",
     "SpatialBlockKFold",
+    "TrainingTable",
     "ValidationReport",
     "add_folds",
     "aggregate_to_cells",
@@ -55,6 +57,7 @@ __all__ = [
     "rasterize_counts",
     "read_gbif",
     "read_records",
+    "training_table",
     "read_records_csv",
     "read_records_parquet",
     "records_from_frame",

@@ -230,6 +230,7 @@ def write_records(
     check_records(records)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    final, out = out, out.with_name(out.name + ".part")  # written aside, then renamed: never half a file
     if geoparquet:
         import geopandas as gpd
 
@@ -249,4 +250,5 @@ def write_records(
         meta = dict(table.schema.metadata or {})
         meta.update({f"geosdm:{k}".encode(): str(v).encode() for k, v in (metadata or {}).items()})
         pq.write_table(table.replace_schema_metadata(meta), out)
-    return out
+    out.replace(final)
+    return final

@@ -1,0 +1,57 @@
+"""The main job as a user runs it: `geosdm demo run --preset small` end to end, services stopped after."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from geosdm.io import open_cube
+from geosdm.pipeline import load_pipeline
+
+
+@pytest.mark.slow
+def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "geosdm", "demo", "run", "--preset", "small", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = " ".join(proc.stdout.split())  # rich wraps long lines
+    for expected in ["STAC API http://127.0.0.1:", "sentinel-2-l2a:", "items with eo:cloud_cover <= 60.0", "training table"]:
+        assert expected in text, (expected, text[-2000:])
+    cube = open_cube(str(out / "cube.zarr"))
+    assert {"s2_ndvi_jja", "elevation", "slope", "bio01", "lc_3"} <= set(cube.data_vars)
+    table = pd.read_parquet(out / "records" / "training.parquet")
+    assert {"presence_only", "presence_absence", "count", "background"} == set(table["kind"])
+    assert "fold" in table and table["fold"].nunique() == 5 and "bio01" in table
+    after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert after <= before, "services must stop with the pipeline"
+    # a rerun resumes: the demo and the cube are reused, not rebuilt
+    again = subprocess.run(
+        [sys.executable, "-m", "geosdm", "demo", "run", "--preset", "small", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert again.returncode == 0 and "(4 resumed)" in " ".join(again.stdout.split())
+
+
+def test_pipelines_validate() -> None:
+    for name in ["demo", "demo-small"]:
+        cfg = load_pipeline(name, env={"GEOSDM_DEMO_DIR": "/tmp/x"})
+        assert cfg.cube is not None and cfg.cube.output.path == "/tmp/x/cube.zarr"
+        assert cfg.records is not None and cfg.records.output.startswith("/tmp/x/")
+
+
+def test_pipeline_rejects_unknown_keys(tmp_path: Path) -> None:
+    from geosdm.errors import InputError
+
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\ncube_typo: {}\n")
+    with pytest.raises(InputError, match="cube_typo"):
+        load_pipeline(p)
