@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SignHook",
     "search",
+    "cloud_cover_search_kwargs",
     "items_from_static_catalog",
     "read_items",
     "filter_items",
@@ -809,6 +810,33 @@ def search(
     return prepare_items(items, source, sign=sign, check=check)
 
 
+def cloud_cover_search_kwargs(client: Any, max_cloud_cover: float, *, prop: str = "eo:cloud_cover") -> dict[str, Any]:
+    """Extra ``Client.search`` arguments keeping Items with ``prop <= max_cloud_cover``, in the form the API supports.
+
+    ``{"query": ...}`` for APIs conforming to the Query extension, else a CQL2-JSON ``filter`` for the Filter
+    extension, else ``{}``: then filter the results on the client (:func:`filter_items` with ``max_cloud``).
+    ``rustac serve``'s memory backend supports neither and silently returns nothing for a ``query``.
+
+    Raises
+    ------
+    InputError
+        ``max_cloud_cover`` is not a percentage in [0, 100].
+    """
+    from pystac_client.conformance import ConformanceClasses
+
+    try:
+        limit = float(max_cloud_cover)
+    except (TypeError, ValueError):
+        raise InputError(f"max_cloud_cover {max_cloud_cover!r} is not a number; give a percentage in [0, 100]") from None
+    if not 0 <= limit <= 100:
+        raise InputError(f"max_cloud_cover must be a percentage in [0, 100], got {max_cloud_cover!r}")
+    if client.conforms_to(ConformanceClasses.QUERY):
+        return {"query": {prop: {"lte": limit}}}
+    if client.conforms_to(ConformanceClasses.FILTER):
+        return {"filter": {"op": "<=", "args": [{"property": prop}, limit]}, "filter_lang": "cql2-json"}
+    return {}
+
+
 def _api_search(
     source: SourceConfig,
     box: BBox | None,
@@ -819,7 +847,6 @@ def _api_search(
     max_items: int | None,
 ) -> list[pystac.Item]:
     from pystac_client import Client
-    from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
 
     url = source.url or ""
@@ -829,12 +856,9 @@ def _api_search(
     try:
         client = Client.open(url)
         if cloud is not None and source.cloud_property:
-            if client.conforms_to(ConformanceClasses.FILTER):
-                kwargs["filter"] = {"op": "<=", "args": [{"property": source.cloud_property}, cloud]}
-                kwargs["filter_lang"] = "cql2-json"
-            elif client.conforms_to(ConformanceClasses.QUERY):
-                kwargs["query"] = {source.cloud_property: {"lte": cloud}}
-            else:
+            extra = cloud_cover_search_kwargs(client, cloud, prop=source.cloud_property)
+            kwargs.update(extra)
+            if not extra:
                 client_side = True
                 logger.info(
                     "STAC API %s declares neither the filter nor the query extension; filtering %s <= %s on the "

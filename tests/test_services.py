@@ -29,15 +29,14 @@ import xarray as xr
 from pystac_client import Client
 
 from geosdm.errors import DataSourceError, InputError, ServiceError
+from geosdm.stac import cloud_cover_search_kwargs, filter_items
 from geosdm.services import (
     HttpServer,
     S3Server,
     ServedDemo,
     StacApiServer,
-    cloud_cover_search_kwargs,
-    filter_cloud_cover,
     gdal_s3_env,
-    rewrite_hrefs,
+    absolutize_hrefs,
     s3_client,
     serve_demo,
     write_served_stac,
@@ -77,22 +76,22 @@ def test_rewrite_hrefs_makes_relative_hrefs_absolute():
         "assets": {"B04": {"href": "cogs/s2/a/B04.tif"}, "ext": {"href": "https://example.com/x.tif"}},
         "links": [{"rel": "self", "href": "../a.json"}, {"rel": "license", "href": "LICENSE.txt"}],
     }
-    out = rewrite_hrefs(item, "http://127.0.0.1:8000/")
+    out = absolutize_hrefs(item, "http://127.0.0.1:8000/")
     assert out["assets"]["B04"]["href"] == "http://127.0.0.1:8000/cogs/s2/a/B04.tif"
     assert out["assets"]["ext"]["href"] == "https://example.com/x.tif"
     assert out["links"] == [{"rel": "license", "href": "http://127.0.0.1:8000/LICENSE.txt"}]
     assert item["assets"]["B04"]["href"] == "cogs/s2/a/B04.tif"  # input untouched
-    assert rewrite_hrefs(item, "s3://bucket/prefix")["assets"]["B04"]["href"] == "s3://bucket/prefix/cogs/s2/a/B04.tif"
+    assert absolutize_hrefs(item, "s3://bucket/prefix")["assets"]["B04"]["href"] == "s3://bucket/prefix/cogs/s2/a/B04.tif"
 
 
 def test_rewrite_hrefs_collection_relative_to_its_folder_and_item_collections():
     coll = {"type": "Collection", "id": "s2", "assets": {"thumb": {"href": "../../cogs/s2/thumb.png"}}, "links": []}
-    out = rewrite_hrefs(coll, "s3://b", relative_to="stac/s2")
+    out = absolutize_hrefs(coll, "s3://b", relative_to="stac/s2")
     assert out["assets"]["thumb"]["href"] == "s3://b/cogs/s2/thumb.png"
     fc = {"type": "FeatureCollection", "features": [{"type": "Feature", "assets": {"a": {"href": "./x y.tif"}}}]}
-    assert rewrite_hrefs(fc, "http://h:1")["features"][0]["assets"]["a"]["href"] == "http://h:1/x%20y.tif"
+    assert absolutize_hrefs(fc, "http://h:1")["features"][0]["assets"]["a"]["href"] == "http://h:1/x%20y.tif"
     with pytest.raises(InputError, match="outside the served root"):
-        rewrite_hrefs({"type": "Feature", "assets": {"a": {"href": "../../etc/passwd"}}}, "http://h:1")
+        absolutize_hrefs({"type": "Feature", "assets": {"a": {"href": "../../etc/passwd"}}}, "http://h:1")
 
 
 def test_write_served_stac_writes_copies_and_leaves_the_demo_alone(tiny_stac_demo, tmp_path):
@@ -140,10 +139,10 @@ def test_search_by_bbox_and_datetime(client, tiny_stac_demo):
 def test_search_with_cloud_cover_limit(client):
     kwargs = cloud_cover_search_kwargs(client, 20)
     assert kwargs == {}  # rustac's memory backend has neither Query nor Filter: filter client-side
-    items = filter_cloud_cover(client.search(collections=[S2], **kwargs).items(), 20)
+    items = filter_items(client.search(collections=[S2], **kwargs).items(), max_cloud=20)
     assert {i.id for i in items} == {TCJ_0601, TEJ_0620}
     june = client.search(collections=[S2, LANDSAT], datetime="2024-06", **cloud_cover_search_kwargs(client, 30))
-    assert {i.id for i in filter_cloud_cover(june.items(), 30)} == {TCJ_0601, TEJ_0620, LC_0610}
+    assert {i.id for i in filter_items(june.items(), max_cloud=30)} == {TCJ_0601, TEJ_0620, LC_0610}
 
 
 def test_search_pages_through_all_items(client, tiny_stac_demo):

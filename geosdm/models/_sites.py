@@ -195,8 +195,8 @@ def build_sites(
             np.add.at(targets, (s, j), v)
         else:
             np.fmax.at(targets, (s, j), v)
-        area_out[s[np.isfinite(a)], j[np.isfinite(a)]] = 0.0
         ok = np.isfinite(a)
+        area_out[s[ok], j[ok]] = 0.0
         np.add.at(area_out, (s[ok], j[ok]), a[ok])
 
     frame = pd.DataFrame({

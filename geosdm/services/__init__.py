@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from geosdm.services.hrefs import demo_collections, join_href, rewrite_hrefs, write_served_stac
+from geosdm.services.hrefs import demo_collections, join_href, absolutize_hrefs, write_served_stac
 from geosdm.services.http import HttpServer
 from geosdm.services.s3 import (
     S3Server,
@@ -16,7 +16,6 @@ from geosdm.services.s3 import (
     s3_storage_options,
     upload_folder,
 )
-from geosdm.services.cloud_cover import cloud_cover_search_kwargs, filter_cloud_cover
 from geosdm.services.stac_api import StacApiServer
 from geosdm.services.stack import ServedDemo, serve_demo
 
@@ -25,13 +24,11 @@ __all__ = [
     "S3Server",
     "ServedDemo",
     "StacApiServer",
-    "cloud_cover_search_kwargs",
     "create_bucket",
     "demo_collections",
-    "filter_cloud_cover",
     "gdal_s3_env",
     "join_href",
-    "rewrite_hrefs",
+    "absolutize_hrefs",
     "s3_client",
     "s3_storage_options",
     "serve_demo",

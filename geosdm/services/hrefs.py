@@ -2,7 +2,7 @@
 
 The demo writes ItemCollections whose asset hrefs are relative to the demo root (``cogs/<collection>/...``).
 A STAC API needs absolute hrefs, so before loading we write rewritten *copies* into a run folder; the demo
-folder itself is never modified. :func:`rewrite_hrefs` is the small pure function the rest of geosdm can reuse.
+folder itself is never modified. :func:`absolutize_hrefs` is the small pure function the rest of geosdm can reuse.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = [
     "STRUCTURAL_RELS",
     "is_relative_href",
     "join_href",
-    "rewrite_hrefs",
+    "absolutize_hrefs",
     "demo_collections",
     "write_served_stac",
 ]
@@ -106,7 +106,7 @@ def _rewrite_one(obj: dict[str, Any], base: str, relative_to: str, drop_structur
     return obj
 
 
-def rewrite_hrefs(
+def absolutize_hrefs(
     obj: Mapping[str, Any],
     base: str,
     *,
@@ -142,7 +142,7 @@ def rewrite_hrefs(
     Example
     -------
     >>> item = {"type": "Feature", "id": "a", "assets": {"B04": {"href": "cogs/s2/a/B04.tif"}}, "links": []}
-    >>> rewrite_hrefs(item, "s3://demo")["assets"]["B04"]["href"]
+    >>> absolutize_hrefs(item, "s3://demo")["assets"]["B04"]["href"]
     's3://demo/cogs/s2/a/B04.tif'
     """
     out = copy.deepcopy(dict(obj))
@@ -246,14 +246,14 @@ def write_served_stac(
         coll_path = layout.collection_json(cid)
         if coll_path.is_file():
             relative_to = coll_path.parent.relative_to(layout.root).as_posix()
-            coll = rewrite_hrefs(_read_json(coll_path), base, relative_to=relative_to)
+            coll = absolutize_hrefs(_read_json(coll_path), base, relative_to=relative_to)
             target = out / "collections" / f"{cid}.json"
             target.write_text(json.dumps(coll))
             collection_files.append(target)
         else:
             log.info("collection %s has no collection.json at %s; the STAC API will derive one", cid, coll_path)
         target = out / "item-collections" / f"{cid}.json"
-        target.write_text(json.dumps(rewrite_hrefs(_read_json(ic_path), base)))
+        target.write_text(json.dumps(absolutize_hrefs(_read_json(ic_path), base)))
         item_files.append(target)
     log.debug("wrote %d STAC files with hrefs under %s to %s", len(collection_files) + len(item_files), base, out)
     return collection_files + item_files

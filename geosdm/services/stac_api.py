@@ -4,8 +4,8 @@ rustac's memory backend answers core / collections / features / item-search requ
 ``collections``, ``ids``, ``intersects``, ``limit`` with paging) but **not** the Query or Filter (CQL2)
 extensions: its conformance lists neither, a search with ``query=`` returns no items at all and a POSTed
 ``filter`` is ignored. For cloud-cover limits use
-:func:`~geosdm.services.cloud_cover.cloud_cover_search_kwargs` with
-:func:`~geosdm.services.cloud_cover.filter_cloud_cover`, which work on this and on full APIs.
+:func:`geosdm.stac.cloud_cover_search_kwargs` with :func:`geosdm.stac.filter_items`, which work on this and
+on full APIs.
 """
 
 from __future__ import annotations
