@@ -21,7 +21,7 @@ from odc.geo.geobox import GeoBox
 
 from geosdm.errors import GridError, InputError, MissingVariableError
 
-__all__ = ["CubeSource", "categorical_kind", "covariate_names", "group_by_block", "open_cube"]
+__all__ = ["CubeSource", "categorical_kind", "covariate_names", "group_by_block", "cube_source"]
 
 #: Variable-name prefixes that are QA layers, not covariates (docs/architecture.md).
 QA_PREFIXES: Final = ("s2_count_",)
@@ -86,7 +86,7 @@ def _needs_xarray_decoding(var: xr.DataArray) -> bool:
     return any(k in enc for k in ("scale_factor", "add_offset")) or var.dtype.kind not in "f"
 
 
-def open_cube(
+def cube_source(
     cube: xr.Dataset | str | PathLike[str],
     *,
     variables: Iterable[str] | None = None,

@@ -19,7 +19,7 @@ from odc.geo.geobox import GeoBox
 
 from geosdm.errors import GridError, InputError
 from geosdm.records._coords import cell_centres
-from geosdm.records._cube import open_cube
+from geosdm.records._cube import cube_source
 from geosdm.records.gridding import assign_cells
 from geosdm.records.schema import conform, crs_string
 
@@ -50,7 +50,7 @@ def valid_mask(
     -------
     >>> mask = valid_mask("cube.zarr")  # doctest: +SKIP
     """
-    src = open_cube(cube, variables=variables, n_threads=n_threads)
+    src = cube_source(cube, variables=variables, n_threads=n_threads)
     mask = np.ones(tuple(src.geobox.shape), dtype=bool)
 
     for name in src.variables:

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from geosdm.errors import InputError
 from geosdm.records._coords import cell_index, pixel_coords, records_xy, transform_xy
-from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, open_cube
+from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
 from geosdm.records.schema import check_records
 
 __all__ = ["extract_at", "extract_covariates"]
@@ -174,7 +174,7 @@ def extract_at(
     -------
     >>> extract_at("cube.zarr", [3.87], [43.61], crs="EPSG:4326", variables=["elevation"])  # doctest: +SKIP
     """
-    src = open_cube(cube, variables=variables, n_threads=n_threads)
+    src = cube_source(cube, variables=variables, n_threads=n_threads)
     gx, gy = np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
     if gx.shape != gy.shape or gx.ndim != 1:
         raise InputError(f"x and y must be 1-D arrays of equal length; got shapes {gx.shape} and {gy.shape}")
@@ -212,7 +212,7 @@ def extract_covariates(
     >>> table = extract_covariates("cube.zarr", valid_records)  # doctest: +SKIP
     """
     check_records(records)
-    src = open_cube(cube, variables=variables, n_threads=n_threads)
+    src = cube_source(cube, variables=variables, n_threads=n_threads)
     gx, gy = records_xy(records, src.geobox.crs)
     values = _extract(src, gx, gy, method)
     values.index = records.index

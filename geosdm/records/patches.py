@@ -34,7 +34,7 @@ import xarray as xr
 
 from geosdm.errors import InputError
 from geosdm.records._coords import cell_centres
-from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, open_cube
+from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
 from geosdm.records.gridding import assign_cells
 from geosdm.records.schema import check_records, crs_string
 
@@ -138,7 +138,7 @@ def extract_patches(
         if not overwrite:
             raise InputError(f"patch store {str(out)!r} exists; pass overwrite=True or choose another path")
         shutil.rmtree(out)
-    src = open_cube(cube, variables=variables, n_threads=n_threads)
+    src = cube_source(cube, variables=variables, n_threads=n_threads)
     names = list(src.variables)
     on_grid = assign_cells(records, src.geobox)
     rows, cols = on_grid["row"].to_numpy(), on_grid["col"].to_numpy()

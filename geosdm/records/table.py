@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pandas as pd
 import xarray as xr
 
-from geosdm.records._cube import open_cube
+from geosdm.records._cube import cube_source
 from geosdm.records.background import sample_background, valid_mask
 from geosdm.records.cv import SpatialBlockKFold, add_folds
 from geosdm.records.extract import extract_covariates
@@ -67,7 +67,7 @@ def training_table(
     >>> tt = training_table(read_records("presence_only.csv"), "cube.zarr", n_background=10_000, seed=0)  # doctest: +SKIP
     >>> tt.report.dropped  # doctest: +SKIP
     """
-    src = open_cube(cube, variables=variables)
+    src = cube_source(cube, variables=variables)
     gbox = src.geobox
     missing = {v: float(src.ds[v].isnull().mean().compute()) for v in src.variables}
     excluded = {v: round(f, 4) for v, f in missing.items() if f > max_missing}
