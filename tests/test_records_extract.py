@@ -13,7 +13,7 @@ import pytest
 from geosdm.errors import InputError, MissingVariableError
 from geosdm.records import extract_at, extract_covariates, extract_patches, open_patches, records_from_frame
 from geosdm.records._coords import cell_centres, transform_xy
-from geosdm.records._cube import open_cube
+from geosdm.records._cube import cube_source
 from geosdm.records.extract import gather_cells
 from tests.fixtures.records import SHARD, RecordsCube
 
@@ -68,7 +68,7 @@ def test_bilinear_interpolates_continuous_layers_only(records_cube: RecordsCube)
 
 
 def test_each_chunk_read_once(records_cube: RecordsCube) -> None:
-    src = open_cube(records_cube.path, variables=["elevation", "bio01"])
+    src = cube_source(records_cube.path, variables=["elevation", "bio01"])
     reads: Counter[tuple[str, int, int]] = Counter()
 
     def counting_read(name: str, rows: slice, cols: slice) -> np.ndarray:

@@ -71,7 +71,7 @@ def training_table(
     gbox = src.geobox
     missing = {v: float(src.ds[v].isnull().mean().compute()) for v in src.variables}
     excluded = {v: round(f, 4) for v, f in missing.items() if f > max_missing}
-    names = [v for v in src.variables if v not in excluded]
+    names = sorted(v for v in src.variables if v not in excluded)  # stable column order
     kept, report = validate_records(records, geobox=gbox)
     mask = valid_mask(cube, variables=names)
     bg = sample_background(gbox, n_background, method=background, mask=mask, records=kept, bias=bias, seed=seed)
