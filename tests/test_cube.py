@@ -162,7 +162,8 @@ def test_s3_cluster_and_served_stac_match_local(demo_small: DemoLayout, demo_sma
     served = [{"source": "demo-sentinel-2-l2a", "url": demo_small_served.stac_url, "working_resolution": 20, "indices": ["ndvi"]}]
     remote = _config(demo_small, f"s3://{demo_small_served.bucket}/cubes/s2.zarr", sources=served, datetime=JJA)
     remote = remote.model_copy(update={"output": remote.output.model_copy(update={"storage_options": demo_small_served.storage_options})})
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster.scheduler_address) as client:  # connect by address, as to a remote scheduler
         report = build_cube(remote, client=client)
     assert report.n_tiles == 4 and not report.failures
     s3 = open_cube(remote.output.path, storage_options=demo_small_served.storage_options).load()

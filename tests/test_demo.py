@@ -146,3 +146,33 @@ def test_records_carry_known_bias_and_detection(demo_small: DemoLayout) -> None:
     detected = pa.value.values > 0
     assert not np.any(detected & ~occ), "no false positives"
     assert 0.4 < detected[occ].mean() < 0.97, "imperfect detection"
+
+
+def test_demo_cogs_read_over_vsicurl_and_vsis3(demo_small: DemoLayout, demo_small_served) -> None:  # type: ignore[no-untyped-def]
+    """GDAL reads the same demo COG from the range HTTP server and from the S3 server."""
+    rel = next(f["assets"]["B04"]["href"] for f in json.loads(demo_small.item_collection("sentinel-2-l2a").read_text())["features"])
+    with rasterio.open(demo_small.root / rel) as src:
+        local = src.read(1, window=((10, 60), (20, 90)))
+    with rasterio.open(f"/vsicurl/{demo_small_served.http_href(rel)}") as src:
+        assert src.overviews(1), "a COG carries overviews"
+        np.testing.assert_array_equal(src.read(1, window=((10, 60), (20, 90))), local)
+    with demo_small_served.gdal_env(), rasterio.open(f"/vsis3/{demo_small_served.bucket}/{rel}") as src:
+        np.testing.assert_array_equal(src.read(1, window=((10, 60), (20, 90))), local)
+
+
+def test_demo_stac_api_search_by_bbox_date_cloud(demo_small: DemoLayout, demo_small_served) -> None:  # type: ignore[no-untyped-def]
+    from pystac_client import Client
+
+    from geosdm.stac import cloud_cover_search_kwargs, filter_items
+
+    client = Client.open(demo_small_served.stac_url)
+    region = demo_small.region()
+    summer = list(client.search(collections=["sentinel-2-l2a"], bbox=region["bbox_lonlat"], datetime="2024-06-01/2024-08-31").items())
+    assert len(summer) == 6 and {i.properties["proj:code"] for i in summer} == {"EPSG:32630", "EPSG:32631"}
+    cloudy = region["fully_cloudy_s2_date"][:10]
+    allyear = client.search(collections=["sentinel-2-l2a"], datetime="2024-01-01/2024-12-31", **cloud_cover_search_kwargs(client, 50))
+    kept = filter_items(allyear.items(), max_cloud=50)
+    assert kept and all(i.properties["eo:cloud_cover"] <= 50 for i in kept)
+    assert cloudy not in {i.datetime.date().isoformat() for i in kept}
+    west = list(client.search(collections=["sentinel-2-l2a"], bbox=[-0.2, 46.0, -0.05, 46.5]).items())
+    assert west and all(i.properties["s2:mgrs_tile"] == "30TYT" for i in west)
