@@ -87,8 +87,9 @@ def _quarter(bbox: list[float], res: float) -> list[float]:
     return [snap(cx - w, x0), snap(cy - h, y0), snap(cx + w, x0), snap(cy + h, y0)]
 
 
-def _source_yaml(work: Path, season: str) -> Path:
-    """The demo Sentinel-2 source with its composite restricted to one season (so geosdm plans only it)."""
+def _source_yaml(work: Path, season: str, *, resampling: str | None = None) -> Path:
+    """The demo Sentinel-2 source with its composite restricted to one season (so geosdm plans only it);
+    ``resampling`` replaces the bands' resampling (the SCL mask stays nearest)."""
     import yaml
 
     from geosdm.sources import catalog_dirs
@@ -96,7 +97,10 @@ def _source_yaml(work: Path, season: str) -> Path:
     path = next(d / f"{SOURCE}.yaml" for d in catalog_dirs() if (d / f"{SOURCE}.yaml").is_file())
     raw = yaml.safe_load(path.read_text())
     raw["composite"] = {**raw.get("composite", {}), "period": "season", "seasons": {season: list(SEASONS[season])}}
-    out = work / f"bench-s2-{season}.yaml"
+    if resampling:
+        for band in BANDS:
+            raw["assets"][band]["resampling"] = resampling
+    out = work / f"bench-s2-{season}{'-' + resampling if resampling else ''}.yaml"
     out.write_text(yaml.safe_dump(raw, sort_keys=False))
     return out
 
@@ -259,11 +263,12 @@ def _agreement(geosdm_path: str, naive_path: str, season: str) -> dict[str, floa
             "finite_fraction_geosdm": float(np.mean(fa)), "finite_fraction_naive": float(np.mean(fb))}
 
 
-def _measure(kind: str, args: argparse.Namespace, bbox: list[float], out: Path, *, repeat: int) -> dict[str, Any]:
+def _measure(kind: str, args: argparse.Namespace, bbox: list[float], out: Path, *, repeat: int,
+             source_yaml: str | None = None) -> dict[str, Any]:
     """Run one build ``repeat`` times, each in a fresh subprocess; keep the fastest run's figures."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--out", str(out), "--bbox", *map(str, bbox),
            "--res", str(args.res), "--tile", str(args.tile), "--season", args.season, "--threads", str(args.threads),
-           "--catalog", args.catalog, "--source-yaml", args.source_yaml]
+           "--catalog", args.catalog, "--source-yaml", source_yaml or args.source_yaml]
     runs = []
     for i in range(repeat):
         load = os.getloadavg()[0]
@@ -303,6 +308,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="geosdm read threads per tile")
     ap.add_argument("--repeat", type=int, default=1, help="runs per build (fastest kept; memory: worst)")
     ap.add_argument("--no-naive-100m", action="store_true", help="skip the naive build at the target resolution")
+    ap.add_argument("--no-nearest", action="store_true", help="skip geosdm with nearest resampling for the bands")
     ap.add_argument("--work", type=Path, help="folder for the outputs (default: a temporary folder, removed)")
     # internal: one measured build in this process
     ap.add_argument("--worker", choices=["geosdm", "naive", "naive_100m"], help=argparse.SUPPRESS)
@@ -348,6 +354,9 @@ def main() -> None:
     geo_q = _measure("geosdm", args, quarter, work / "geosdm_q.zarr", repeat=args.repeat)
     naive_q = _measure("naive", args, quarter, work / "naive_q.zarr", repeat=args.repeat)
     naive100 = None if args.no_naive_100m else _measure("naive_100m", args, full, work / "naive100.zarr", repeat=args.repeat)
+    nearest_yaml = str(_source_yaml(work, args.season, resampling="nearest"))
+    geo_nn = None if args.no_nearest else _measure("geosdm", args, full, work / "geosdm_nn.zarr", repeat=args.repeat,
+                                                   source_yaml=nearest_yaml)
     if geo["items"] != naive["items"]:
         raise RuntimeError(f"the builds read different Items: {geo['items']} vs {naive['items']}")
     agree = _agreement(str(work / "geosdm.zarr"), str(work / "naive.zarr"), args.season)
@@ -356,6 +365,7 @@ def main() -> None:
     nv = len(BANDS)
     g, n, gq, nq = (_summary(r, nv) for r in (geo, naive, geo_q, naive_q))
     n100 = _summary(naive100, nv) if naive100 else None
+    gnn = _summary(geo_nn, nv) if geo_nn else None
     thr_ratio = g["output_mpix_per_s"] / n["output_mpix_per_s"]
     mem_ratio = g["peak_rss_mb"] / n["peak_rss_mb"]
     growth = g["peak_rss_mb"] / gq["peak_rss_mb"]
@@ -382,8 +392,11 @@ def main() -> None:
         "naive_quarter": nq,
         "naive_100m": ({**n100, "stack_shape": naive100["stack_shape"], "agreement_with_geosdm": agree100}
                        if n100 else None),
+        "geosdm_nearest": ({**gnn, "agreement_with_naive": _agreement(str(work / "geosdm_nn.zarr"), str(work / "naive.zarr"), args.season)}
+                           if gnn else None),
         "agreement_geosdm_vs_naive": agree,
         "throughput_ratio_vs_naive": round(thr_ratio, 3),
+        "throughput_ratio_vs_naive_same_resampling": round(gnn["output_mpix_per_s"] / n["output_mpix_per_s"], 3) if gnn else None,
         "input_rate_ratio_vs_naive": round(g["input_mb_per_s"] / n["input_mb_per_s"], 3),
         "peak_memory_ratio_vs_naive": round(mem_ratio, 3),
         "peak_memory_growth_4x": round(growth, 3),

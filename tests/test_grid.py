@@ -39,3 +39,28 @@ def test_tiles_cover_grid_exactly():
     assert covered == gb.shape[0] * gb.shape[1]
     for t in ts:
         assert gb[t.slices] == t.geobox
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".parquet"])
+def test_region_polygon_files(tmp_path, suffix):  # type: ignore[no-untyped-def]
+    import geopandas as gpd
+    from shapely.geometry import Polygon
+
+    from geosdm.grid import geobox_from_geometry, read_region
+
+    poly = Polygon([(-0.1, 46.2), (0.1, 46.2), (0.0, 46.4)])  # a triangle in lon/lat
+    gdf = gpd.GeoDataFrame({"name": ["r"]}, geometry=[poly], crs="EPSG:4326")
+    path = tmp_path / f"region{suffix}"
+    gdf.to_parquet(path) if suffix == ".parquet" else gdf.to_file(path, driver="GeoJSON")
+    region = read_region(path)
+    gb = geobox_from_geometry(region, crs="EPSG:2154", resolution=500)
+    assert str(gb.crs) == "EPSG:2154" and gb.affine.c % 500 == 0
+    x0, y0, x1, y1 = gb.boundingbox
+    assert 450_000 < x0 < 470_000 and x1 - x0 < 20_000
+
+
+def test_region_file_errors(tmp_path):  # type: ignore[no-untyped-def]
+    from geosdm.grid import read_region
+
+    with pytest.raises(InputError, match="does not exist"):
+        read_region(tmp_path / "nope.geojson")

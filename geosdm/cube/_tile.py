@@ -181,6 +181,8 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
     crop = (slice(halo, halo + work.shape[0]), slice(halo, halo + work.shape[1]))
     out: dict[str, np.ndarray] = {}
     medians: dict[str, dict[str, np.ndarray]] = {}
+    # the mask is the same for every band: grow the masked areas once per tile, not once per band
+    buffered = _buffer_mask(obs.clear, plan.mask_buffer)[:, crop[0], crop[1]] if plan.temporal and obs.clear is not None else None
     for key in plan.data_assets:
         a = src.assets[key]
         band = src.band_name(key)
@@ -191,9 +193,9 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
                 out[f"{src.prefix or band}_{value}"] = arr
         elif plan.temporal:
             comp = src.composite
-            clear = _buffer_mask(obs.clear, plan.mask_buffer) if obs.clear is not None else np.isfinite(vals)
+            clear = buffered if buffered is not None else np.isfinite(vals[:, crop[0], crop[1]])
             stats, counts = composite_periods(
-                vals[:, crop[0], crop[1]], clear[:, crop[0], crop[1]], obs.months, comp.periods(),  # type: ignore[union-attr]
+                vals[:, crop[0], crop[1]], clear, obs.months, comp.periods(),  # type: ignore[union-attr]
                 statistics=comp.statistics, quantiles=comp.quantiles, min_count=comp.min_count,  # type: ignore[union-attr]
             )
             for (period, stat), arr in stats.items():
