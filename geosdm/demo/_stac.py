@@ -44,7 +44,7 @@ def write_cog(
         transform=gbox.affine,
         nodata=nodata,
         compress="deflate",
-        predictor=2 if arr.dtype.kind in "iu" and not categorical else (3 if arr.dtype.kind == "f" else 1),
+        predictor="NO" if categorical else "YES",  # YES: horizontal (ints) or floating-point predictor
         blocksize=256,
         overview_resampling="nearest" if categorical else "average",
         BIGTIFF="IF_SAFER",
