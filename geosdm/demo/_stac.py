@@ -43,7 +43,8 @@ def write_cog(
         crs=gbox.crs.to_wkt(),
         transform=gbox.affine,
         nodata=nodata,
-        compress="deflate",
+        compress="zstd",  # fast to write and to decode; GDAL >= 2.3 everywhere (rasterio wheels include it)
+        level=1,
         predictor="NO" if categorical else "YES",  # YES: horizontal (ints) or floating-point predictor
         blocksize=256,
         overview_resampling="nearest" if categorical else "average",
