@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
@@ -69,7 +69,7 @@ class TreePeakRSS:
             self.samples += 1
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> TreePeakRSS:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

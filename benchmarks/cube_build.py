@@ -32,23 +32,35 @@ What each build does:
   additions are the two things it fails without: ``proj:epsg`` copied from ``proj:code`` on each Item
   (stackstac reads only ``proj:epsg``) and dropping stackstac's non-serialisable attrs/coordinates.
 * **naive_100m** (context, not used for the goals) -- the same stackstac pipeline asked directly for the
-  target resolution (``resolution=100``, no coarsen): GDAL then reads the COGs' overviews and picks the
-  nearest pixel, so it decodes ~25x fewer pixels and gives a different (aliased) result.
+  target resolution (``resolution=100``, no coarsen): GDAL picks the nearest 20 m pixel for each 100 m pixel
+  instead of averaging the 25 medians, so it is cheaper and gives a different (aliased) result.
+* **geosdm_nearest** (context, not used for the goals) -- geosdm with the bands resampled with nearest, like
+  the naive build, to separate the cost of the resampling kernel from the rest of the pipeline.
 
-Measures, each build in a fresh subprocess: build seconds (item resolution + load + composite + write, after
-imports), output Mpixel/s = target pixels x 6 band-median variables / s (the variables both builds produce;
-geosdm's extra valid-count layer is not counted), input MB/s decoded = bytes of source pixels (source dtype:
-uint16 bands, uint8 SCL) delivered by the loader on the 20 m working grid / s (geosdm: sum over the tiles'
-odc-stac arrays, one per solar day with both zones mosaicked; naive: the stackstac array, one layer per Item
-over the whole region, pixels outside an Item's footprint included), peak RSS of the build's process tree
-(sampled every 20 ms from outside), and Dask tasks executed (counted by a scheduler callback) per tile.
-Memory growth: geosdm on the centre quarter of the region (20 x 20 km of the 40 x 40 km demo) vs the
-whole region, same tile shape.
+Measured, each build in a fresh subprocess, ``--repeat`` rounds of all builds interleaved (so a burst of
+other load on the shared machine hits every build; time from the fastest round, memory from the worst):
+
+* build seconds (item resolution + load + composite + write, after imports) and the CPU seconds of the
+  process over the same span (less sensitive to other load than wall time);
+* output Mpixel/s = target pixels x 6 band-median variables / build second (the variables both builds
+  produce; geosdm's extra valid-count layer is not counted);
+* input MB/s decoded = bytes of source pixels (source dtype: uint16 bands, uint8 SCL) delivered by the
+  loader on the 20 m working grid / build second. geosdm: the sum over the tiles' odc-stac arrays (one per
+  tile and solar day, both UTM zones mosaicked into it). naive: the stackstac array (one layer per Item over
+  the whole region, so about twice geosdm's figure for the same COG windows);
+* peak RSS of the build's process tree, sampled every 20 ms from outside (imports included; the RSS after
+  imports is reported too);
+* Dask tasks executed (counted by a local-scheduler callback), per tile; for the naive build per the area
+  of one geosdm tile;
+* memory growth: geosdm on the centre quarter of the region (20 x 20 km of the 40 x 40 km demo; one tile)
+  vs the whole region (2 x 2 tiles), same tile shape;
+* agreement: mean |geosdm - naive| of the band medians where both are finite (reflectance units).
 
 Usage::
 
-    python benchmarks/cube_build.py            # default demo preset (generated once, ~2 min, ~800 MB)
-    python benchmarks/cube_build.py --quick    # small preset, for development
+    python benchmarks/cube_build.py             # default demo preset (generated once, ~2 min, ~800 MB)
+    python benchmarks/cube_build.py --quick     # small preset, for development
+    python benchmarks/cube_build.py --repeat 1  # one round instead of three
 
 The last output line is one JSON object.
 """
@@ -56,17 +68,16 @@ The last output line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import du_mb, emit, run_measured  # noqa: E402
+from _common import du_mb, emit, run_measured
 
 HERE = Path(__file__).resolve().parent
 BANDS = ("B02", "B03", "B04", "B08", "B11", "B12")
@@ -83,7 +94,7 @@ def _quarter(bbox: list[float], res: float) -> list[float]:
     x0, y0, x1, y1 = bbox
     w, h = (x1 - x0) / 4, (y1 - y0) / 4
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    snap = lambda v, o: o + round((v - o) / res) * res  # noqa: E731
+    snap = lambda v, o: o + round((v - o) / res) * res
     return [snap(cx - w, x0), snap(cy - h, y0), snap(cx + w, x0), snap(cy + h, y0)]
 
 
@@ -130,7 +141,7 @@ class TaskCounter:
 
         self.cb = Callback(pretask=pretask)
 
-    def __enter__(self) -> TaskCounter:
+    def __enter__(self) -> Self:
         self.cb.register()
         return self
 
@@ -164,13 +175,13 @@ def worker_geosdm(args: argparse.Namespace) -> dict[str, Any]:
     cfg = _config(args, args.out)
     rss0 = _rss_mb()
     with TaskCounter() as tasks:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plans = resolve_sources(cfg)
         report = build_cube(cfg, plans=plans, overwrite=True)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     ny, nx = cfg.grid.geobox().shape
     return {
-        "seconds": seconds, "out_shape": [ny, nx], "n_tiles": report.n_tiles, "dask_tasks": tasks.n,
+        "seconds": seconds, "cpu_seconds": cpu, "out_shape": [ny, nx], "n_tiles": report.n_tiles, "dask_tasks": tasks.n,
         "input_bytes": loaded["bytes"], "odc_loads": loaded["calls"], "variables": report.variables,
         "items": sorted(i.id for p in plans for i in p.items), "rss_before_build_mb": rss0,
         "failures": report.failures, "out_mb_on_disk": du_mb(args.out),
@@ -186,14 +197,14 @@ def worker_naive(args: argparse.Namespace, *, resolution: float) -> dict[str, An
     cfg = _config(args, args.out)
     rss0 = _rss_mb()
     with TaskCounter() as tasks:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         items = [it.clone() for it in resolve_sources(cfg)[0].items]  # the very Items geosdm uses
         for it in items:  # stackstac reads proj:epsg only; the demo (like current STAC) gives proj:code
             it.properties["proj:epsg"] = int(str(it.properties["proj:code"]).split(":")[1])
         arr = stackstac.stack(items, assets=[*BANDS, MASK], epsg=2154, resolution=resolution, bounds=tuple(args.bbox))
         clear = arr.sel(band=MASK).isin(list(CLEAR))
         med = arr.sel(band=list(BANDS)).where(clear).median("time")
-        k = int(round(args.res / resolution))
+        k = round(args.res / resolution)
         out = med.coarsen(x=k, y=k).mean() if k > 1 else med
         ds = out.to_dataset("band")
         ds.attrs = {}  # stackstac's attrs (Affine, RasterSpec) and object coords are not serialisable
@@ -203,13 +214,13 @@ def worker_naive(args: argparse.Namespace, *, resolution: float) -> dict[str, An
         delayed = ds.to_zarr(args.out, mode="w", compute=False)
         graph_tasks = len(delayed.__dask_graph__())
         delayed.compute()
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     # decoded input: the stackstac array (items x bands x y x x) in the source dtype (uint16 bands, uint8 SCL)
     n_items, _, ny, nx = arr.shape
     input_bytes = n_items * ny * nx * (2 * len(BANDS) + 1)
     chunks = ds[BANDS[0]].chunks
     return {
-        "seconds": seconds, "out_shape": list(ds[BANDS[0]].shape), "dask_tasks": tasks.n, "dask_graph_tasks": graph_tasks,
+        "seconds": seconds, "cpu_seconds": cpu, "out_shape": list(ds[BANDS[0]].shape), "dask_tasks": tasks.n, "dask_graph_tasks": graph_tasks,
         "input_bytes": input_bytes, "stack_shape": list(arr.shape), "stack_chunks": [list(c) for c in arr.chunks],
         "out_chunks": [list(c) for c in chunks], "n_out_chunks": int(np.prod([len(c) for c in chunks])),
         "items": sorted(i.id for i in items), "rss_before_build_mb": rss0, "out_mb_on_disk": du_mb(args.out),
@@ -263,24 +274,47 @@ def _agreement(geosdm_path: str, naive_path: str, season: str) -> dict[str, floa
             "finite_fraction_geosdm": float(np.mean(fa)), "finite_fraction_naive": float(np.mean(fb))}
 
 
-def _measure(kind: str, args: argparse.Namespace, bbox: list[float], out: Path, *, repeat: int,
-             source_yaml: str | None = None) -> dict[str, Any]:
-    """Run one build ``repeat`` times, each in a fresh subprocess; keep the fastest run's figures."""
+def _truth_error(path: str, truth_path: Path, season: str, *, prefix: str = "") -> float | None:
+    """Mean |cube - demo truth| of the band medians (the truth is the cloud-free composite on the target grid)."""
+    import numpy as np
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cube, truth = xr.open_zarr(path), xr.open_zarr(truth_path)
+    errs = []
+    for band in BANDS:
+        name = f"s2_{band}_{season}"
+        if name not in truth:
+            return None
+        a, t = cube[f"{prefix}{band}_{season}" if prefix else band].values, truth[name].values
+        if a.shape != t.shape:
+            return None
+        both = np.isfinite(a) & np.isfinite(t)
+        errs.append(float(np.abs(a[both] - t[both]).mean()))
+    return round(float(np.mean(errs)), 6)
+
+
+def _run_once(name: str, kind: str, args: argparse.Namespace, bbox: list[float], out: Path, source_yaml: str) -> dict[str, Any]:
+    """One build in a fresh subprocess, its tree's RSS sampled every 20 ms."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--out", str(out), "--bbox", *map(str, bbox),
            "--res", str(args.res), "--tile", str(args.tile), "--season", args.season, "--threads", str(args.threads),
-           "--catalog", args.catalog, "--source-yaml", source_yaml or args.source_yaml]
-    runs = []
-    for i in range(repeat):
-        load = os.getloadavg()[0]
-        m = run_measured(cmd, interval=0.02)
-        r = {**m.result, "peak_rss_mb": m.peak_rss_mb, "process_wall_s": m.wall_s, "loadavg_1m_before": load}
-        print(f"{kind:>14} bbox={bbox} run {i + 1}/{repeat}: {r['seconds']:.1f} s build, peak RSS {m.peak_rss_mb:.0f} MB "
-              f"(imports {r['rss_before_build_mb']:.0f} MB), dask tasks {r['dask_tasks']}", flush=True)
-        runs.append(r)
-    best = min(runs, key=lambda r: r["seconds"])
+           "--catalog", args.catalog, "--source-yaml", source_yaml]
+    load = os.getloadavg()[0]
+    m = run_measured(cmd, interval=0.02)
+    r = {**m.result, "peak_rss_mb": m.peak_rss_mb, "process_wall_s": m.wall_s, "loadavg_1m_before": load}
+    print(f"{name:>15}: {r['seconds']:6.1f} s build ({r['cpu_seconds']:6.1f} CPU s), peak RSS {m.peak_rss_mb:5.0f} MB "
+          f"(after imports {r['rss_before_build_mb']:.0f} MB), dask tasks {r['dask_tasks']}, load avg {load:.1f}", flush=True)
+    return r
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over repeated runs: time from the fastest (least disturbed by other load), memory from the worst."""
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
     best["all_seconds"] = [round(r["seconds"], 2) for r in runs]
     best["all_peak_rss_mb"] = [round(r["peak_rss_mb"], 1) for r in runs]
-    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)  # memory: the worst run
+    best["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     return best
 
 
@@ -288,6 +322,7 @@ def _summary(r: dict[str, Any], n_vars: int) -> dict[str, Any]:
     ny, nx = r["out_shape"]
     return {
         "seconds": round(r["seconds"], 2),
+        "cpu_seconds": round(r["cpu_seconds"], 2),
         "output_mpix_per_s": round(ny * nx * n_vars / r["seconds"] / 1e6, 4),
         "input_mb": round(r["input_bytes"] / 2**20, 1),
         "input_mb_per_s": round(r["input_bytes"] / 2**20 / r["seconds"], 1),
@@ -296,6 +331,7 @@ def _summary(r: dict[str, Any], n_vars: int) -> dict[str, Any]:
         "dask_tasks": r["dask_tasks"],
         "out_shape": r["out_shape"],
         "all_seconds": r["all_seconds"],
+        "all_peak_rss_mb": r["all_peak_rss_mb"],
     }
 
 
@@ -303,10 +339,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small demo preset (development)")
     ap.add_argument("--demo", type=Path, help="demo folder (generated there once; default benchmarks/.cache/demo-<preset>)")
-    ap.add_argument("--tile", type=int, help="tile (= shard) side in target pixels (default 100; --quick 25)")
+    ap.add_argument("--tile", type=int, help="tile (= shard) side in target pixels (default 200; --quick 50): the full region is 2 x 2 tiles, the quarter 1")
     ap.add_argument("--season", default="jja", choices=["mam", "jja", "son"])
     ap.add_argument("--threads", type=int, default=2, help="geosdm read threads per tile")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per build (fastest kept; memory: worst)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of all builds, interleaved (time: fastest; memory: worst)")
     ap.add_argument("--no-naive-100m", action="store_true", help="skip the naive build at the target resolution")
     ap.add_argument("--no-nearest", action="store_true", help="skip geosdm with nearest resampling for the bands")
     ap.add_argument("--work", type=Path, help="folder for the outputs (default: a temporary folder, removed)")
@@ -329,7 +365,7 @@ def main() -> None:
         return
 
     preset = "small" if args.quick else "default"
-    args.tile = args.tile or (25 if args.quick else 100)
+    args.tile = args.tile or (50 if args.quick else 200)
     demo = _ensure_demo(args.demo or HERE / ".cache" / f"demo-{preset}", preset)
     region = demo.region()["target_grid"]
     args.res = float(region["resolution"])
@@ -349,18 +385,36 @@ def main() -> None:
     print(f"page cache: read {_warm_page_cache(demo.root):.0f} MB of Sentinel-2 COGs", flush=True)
 
     t_all = time.perf_counter()
-    naive = _measure("naive", args, full, work / "naive.zarr", repeat=args.repeat)
-    geo = _measure("geosdm", args, full, work / "geosdm.zarr", repeat=args.repeat)
-    geo_q = _measure("geosdm", args, quarter, work / "geosdm_q.zarr", repeat=args.repeat)
-    naive_q = _measure("naive", args, quarter, work / "naive_q.zarr", repeat=args.repeat)
-    naive100 = None if args.no_naive_100m else _measure("naive_100m", args, full, work / "naive100.zarr", repeat=args.repeat)
+    load_before = os.getloadavg()
     nearest_yaml = str(_source_yaml(work, args.season, resampling="nearest"))
-    geo_nn = None if args.no_nearest else _measure("geosdm", args, full, work / "geosdm_nn.zarr", repeat=args.repeat,
-                                                   source_yaml=nearest_yaml)
+    builds = {  # name: (worker, bbox, source definition); run in this order, interleaved over repeats
+        "naive": ("naive", full, args.source_yaml),
+        "geosdm": ("geosdm", full, args.source_yaml),
+        "geosdm_quarter": ("geosdm", quarter, args.source_yaml),
+        "naive_quarter": ("naive", quarter, args.source_yaml),
+        "naive_100m": ("naive_100m", full, args.source_yaml),
+        "geosdm_nearest": ("geosdm", full, nearest_yaml),
+    }
+    if args.no_naive_100m:
+        del builds["naive_100m"]
+    if args.no_nearest:
+        del builds["geosdm_nearest"]
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in builds}
+    for i in range(args.repeat):
+        print(f"round {i + 1}/{args.repeat}", flush=True)
+        for name, (kind, bbox, yaml_path) in builds.items():
+            runs[name].append(_run_once(name, kind, args, bbox, work / f"{name}.zarr", yaml_path))
+    best = {k: _best(v) for k, v in runs.items()}
+    geo, naive, geo_q, naive_q = best["geosdm"], best["naive"], best["geosdm_quarter"], best["naive_quarter"]
+    naive100, geo_nn = best.get("naive_100m"), best.get("geosdm_nearest")
     if geo["items"] != naive["items"]:
         raise RuntimeError(f"the builds read different Items: {geo['items']} vs {naive['items']}")
     agree = _agreement(str(work / "geosdm.zarr"), str(work / "naive.zarr"), args.season)
-    agree100 = _agreement(str(work / "geosdm.zarr"), str(work / "naive100.zarr"), args.season) if naive100 else None
+    agree100 = _agreement(str(work / "geosdm.zarr"), str(work / "naive_100m.zarr"), args.season) if naive100 else None
+    agree_nn = _agreement(str(work / "geosdm_nearest.zarr"), str(work / "naive.zarr"), args.season) if geo_nn else None
+    truth_err = {name: _truth_error(str(work / f"{name}.zarr"), demo.truth_zarr, args.season,
+                                    prefix="s2_" if builds[name][0] == "geosdm" else "")
+                 for name in builds if builds[name][1] == full}
 
     nv = len(BANDS)
     g, n, gq, nq = (_summary(r, nv) for r in (geo, naive, geo_q, naive_q))
@@ -390,13 +444,14 @@ def main() -> None:
                   "n_out_chunks": naive["n_out_chunks"],
                   "dask_tasks_per_tile_area": round(naive["dask_tasks"] / geo["n_tiles"], 1)},
         "naive_quarter": nq,
-        "naive_100m": ({**n100, "stack_shape": naive100["stack_shape"], "agreement_with_geosdm": agree100}
+        "naive_100m": ({**n100, "stack_shape": naive100["stack_shape"], "agreement_with_geosdm": agree100}  # type: ignore[index]
                        if n100 else None),
-        "geosdm_nearest": ({**gnn, "agreement_with_naive": _agreement(str(work / "geosdm_nn.zarr"), str(work / "naive.zarr"), args.season)}
-                           if gnn else None),
+        "geosdm_nearest": {**gnn, "agreement_with_naive": agree_nn} if gnn else None,
         "agreement_geosdm_vs_naive": agree,
+        "mean_abs_error_vs_truth": truth_err,
         "throughput_ratio_vs_naive": round(thr_ratio, 3),
         "throughput_ratio_vs_naive_same_resampling": round(gnn["output_mpix_per_s"] / n["output_mpix_per_s"], 3) if gnn else None,
+        "cpu_efficiency_ratio_vs_naive": round(n["cpu_seconds"] / g["cpu_seconds"], 3),
         "input_rate_ratio_vs_naive": round(g["input_mb_per_s"] / n["input_mb_per_s"], 3),
         "peak_memory_ratio_vs_naive": round(mem_ratio, 3),
         "peak_memory_growth_4x": round(growth, 3),
@@ -404,6 +459,9 @@ def main() -> None:
         "dask_tasks_per_tile": round(geo["dask_tasks"] / geo["n_tiles"], 2),
         "goals_met": goals,
         "cpus": os.cpu_count(),
+        "repeat": args.repeat,
+        "loadavg_1m_5m_before": [round(v, 2) for v in load_before[:2]],
+        "loadavg_1m_5m_after": [round(v, 2) for v in os.getloadavg()[:2]],
         "benchmark_wall_s": round(time.perf_counter() - t_all, 1),
     }
     print(f"geosdm {g['output_mpix_per_s']:.3f} Mpix/s, {g['input_mb_per_s']:.0f} MB/s in, peak {g['peak_rss_mb']:.0f} MB; "

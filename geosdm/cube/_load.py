@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from geosdm.errors import DataSourceError
 from geosdm.sources import SourceConfig
 from geosdm.stac import asset_scale_offset, odc_stac_config, resampling_config
 
-__all__ = ["Observations", "ItemFailure", "load_observations", "solar_day_groups"]
+__all__ = ["Observations", "ItemFailure", "StackReadError", "load_band_stacks", "load_observations", "solar_day_groups"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,9 +45,12 @@ class ItemFailure:
 
 @dataclass
 class Observations:
-    """A source's observations over one tile: ``values[band]`` (time, y, x) float32, ``clear`` (time, y, x)."""
+    """A source's observations over one tile: ``values[band]`` (time, y, x) float32, ``clear`` (time, y, x).
 
-    values: dict[str, np.ndarray]
+    ``values`` may load each band on access (:func:`load_band_stacks`): read each band once.
+    """
+
+    values: Mapping[str, np.ndarray]
     clear: np.ndarray | None
     times: list[dt.datetime]
     item_ids: list[list[str]]
@@ -215,3 +218,94 @@ def load_observations(
         )
     stacked = {k: np.stack(v) for k, v in values.items()}
     return Observations(stacked, np.stack(clear) if clear else None, times, ids, failures)
+
+
+class StackReadError(DataSourceError):
+    """A band-at-a-time read failed; the caller falls back to per-day reads that isolate the failing Items."""
+
+
+def _uniform_radiometry(items: Sequence[pystac.Item], keys: Sequence[str]) -> bool:
+    for k in keys:
+        first = (asset_scale_offset(items[0], k), _nodata(items[0], k))
+        for item in items[1:]:
+            other = (asset_scale_offset(item, k), _nodata(item, k))
+            if other != first and not (other[0] == first[0] and other[1] is not None and first[1] is not None
+                                       and np.isnan(other[1]) and np.isnan(first[1])):
+                return False
+    return True
+
+
+class _BandStacks(Mapping[str, np.ndarray]):
+    """Each band of all dates read with one odc-stac call on access (not cached: one band in memory at a time)."""
+
+    def __init__(self, items: Sequence[pystac.Item], source: SourceConfig, gbox: GeoBox, keys: Sequence[str],
+                 retries: int, threads: int) -> None:
+        self._items, self._source, self._gbox, self._retries, self._threads = list(items), source, gbox, retries, threads
+        self._keys = {source.band_name(k): k for k in keys}
+
+    def __getitem__(self, band: str) -> np.ndarray:
+        key = self._keys[band]
+        try:
+            raw = _retry(lambda: _load_all_dates(self._items, self._source, key, self._gbox, self._threads),
+                         retries=self._retries, what=f"{band} of {len(self._items)} items")
+        except Exception as err:  # noqa: BLE001 - the caller re-reads per day, isolating the failing Items
+            raise StackReadError(f"band {band}: {type(err).__name__}: {err}") from err
+        return _physical(raw, self._items[0], key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _load_all_dates(items: Sequence[pystac.Item], source: SourceConfig, key: str, gbox: GeoBox, threads: int) -> np.ndarray:
+    import odc.stac
+
+    ds = odc.stac.load(
+        list(items), bands=[key], geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
+        stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
+    )
+    return ds[key].values
+
+
+def load_band_stacks(
+    items: Sequence[pystac.Item],
+    source: SourceConfig,
+    gbox: GeoBox,
+    *,
+    assets: Sequence[str] | None = None,
+    retries: int = 3,
+    threads: int = 2,
+) -> Observations | None:
+    """Observations whose bands are read one at a time for all dates (one odc-stac call per band).
+
+    Fewer calls and a fraction of the memory of per-day reads. Returns None when the Items' radiometry differs
+    (e.g. mixed Sentinel-2 processing baselines), which needs per-day reads. Band reads raise
+    :class:`StackReadError` on failure.
+    """
+    data_keys = list(assets or source.data_assets)
+    mask_key = source.mask.asset if source.mask is not None else None
+    if not _uniform_radiometry(items, data_keys + ([mask_key] if mask_key else [])):
+        return None
+    import odc.stac
+
+    probe = mask_key or data_keys[0]
+    try:
+        ds = _retry(lambda: odc.stac.load(
+            list(items), bands=[probe], geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
+            stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
+        ), retries=retries, what=f"{probe} of {len(items)} items")
+    except Exception as err:  # noqa: BLE001
+        raise StackReadError(f"{probe}: {type(err).__name__}: {err}") from err
+    times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="s"))).replace(tzinfo=dt.timezone.utc)
+             for t in ds.time.values]
+    clear = None
+    if mask_key:
+        m = ds[mask_key].values
+        nd = _nodata(items[0], mask_key)
+        clear = np.asarray(source.mask.is_clear(m.astype(np.int64)))  # type: ignore[union-attr]
+        if nd is not None and not np.isnan(nd):
+            clear &= m != nd
+    ids = [[i.id for g in solar_day_groups(items) for i in g]]
+    return Observations(_BandStacks(items, source, gbox, data_keys, retries, threads), clear, times, ids)

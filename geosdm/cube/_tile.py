@@ -17,7 +17,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
-from geosdm.cube._load import load_observations
+from geosdm.cube._load import Observations, StackReadError, load_band_stacks, load_observations
 from geosdm.cube.composite import composite_periods
 from geosdm.cube.indices import INDICES, common_name, compute_index
 from geosdm.errors import InputError
@@ -164,9 +164,8 @@ class TileResult:
 def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries: int, threads: int) -> TileResult:
     """All output variables of one source over one tile (target resolution)."""
     src = plan.source
-    k = plan.factor
     halo = 1 if plan.terrain else 0
-    work = refine(tile_gbox, k)
+    work = refine(tile_gbox, plan.factor)
     load_box = work.pad(halo) if halo else work
     specs = plan_variables(plan)
     nan = np.full(tuple(tile_gbox.shape), np.nan, np.float32)
@@ -174,7 +173,22 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
     if not items:
         res = {s.name: (np.zeros_like(nan) if s.attrs.get("qa") else nan.copy()) for s in specs}
         return TileResult(res, {"gaps": {src.name: "no items over tile"}})
+    if plan.temporal and backend == "odc":
+        try:  # one read per band for all dates; per-day reads only when radiometry differs or a read fails
+            fast = load_band_stacks(items, src, load_box, assets=plan.data_assets, retries=retries, threads=threads)
+            if fast is not None:
+                return _compute(plan, fast, tile_gbox, work, halo)
+        except StackReadError as err:
+            log.info("source %s: %s; re-reading per day to isolate the failing Items", src.name, err)
     obs = load_observations(items, src, load_box, assets=plan.data_assets, backend=backend, retries=retries, threads=threads)
+    return _compute(plan, obs, tile_gbox, work, halo)
+
+
+def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBox, halo: int) -> TileResult:
+    """Mask, composite, aggregate and derive every variable of one source from its observations."""
+    src = plan.source
+    k = plan.factor
+    specs = plan_variables(plan)
     info: dict[str, Any] = {"items": {src.name: [i for ids in obs.item_ids for i in ids]}}
     if obs.failures:
         info["failures"] = {src.name: [f.__dict__ for f in obs.failures]}
