@@ -171,7 +171,16 @@ def worker_geosdm(args: argparse.Namespace) -> dict[str, Any]:
         loaded["calls"] += 1
         return out
 
+    real_all = load_mod._load_all_dates
+
+    def counting_all(*a: Any, **k: Any) -> Any:
+        ds = real_all(*a, **k)
+        loaded["bytes"] += int(ds.nbytes)
+        loaded["calls"] += 1
+        return ds
+
     load_mod._load_odc = counting  # this benchmark process only: counts the arrays odc-stac returns
+    load_mod._load_all_dates = counting_all
     cfg = _config(args, args.out)
     rss0 = _rss_mb()
     with TaskCounter() as tasks:

@@ -236,20 +236,23 @@ def _uniform_radiometry(items: Sequence[pystac.Item], keys: Sequence[str]) -> bo
 
 
 class _BandStacks(Mapping[str, np.ndarray]):
-    """Each band of all dates read with one odc-stac call on access (not cached: one band in memory at a time)."""
+    """All dates of each band, as physical values on access.
+
+    ``raw`` holds bands already read (the stored dtype, e.g. uint16) and is emptied as they are used, so the
+    float copy of only one band exists at a time; bands not in ``raw`` are read on access with one call each.
+    """
 
     def __init__(self, items: Sequence[pystac.Item], source: SourceConfig, gbox: GeoBox, keys: Sequence[str],
-                 retries: int, threads: int) -> None:
+                 raw: dict[str, np.ndarray], retries: int, threads: int) -> None:
         self._items, self._source, self._gbox, self._retries, self._threads = list(items), source, gbox, retries, threads
         self._keys = {source.band_name(k): k for k in keys}
+        self._raw = raw
 
     def __getitem__(self, band: str) -> np.ndarray:
         key = self._keys[band]
-        try:
-            raw = _retry(lambda: _load_all_dates(self._items, self._source, key, self._gbox, self._threads),
-                         retries=self._retries, what=f"{band} of {len(self._items)} items")
-        except Exception as err:  # noqa: BLE001 - the caller re-reads per day, isolating the failing Items
-            raise StackReadError(f"band {band}: {type(err).__name__}: {err}") from err
+        raw = self._raw.pop(key, None)
+        if raw is None:
+            raw = _read_stack(self._items, self._source, [key], self._gbox, self._retries, self._threads)[key]
         return _physical(raw, self._items[0], key)
 
     def __iter__(self) -> Iterator[str]:
@@ -259,14 +262,23 @@ class _BandStacks(Mapping[str, np.ndarray]):
         return len(self._keys)
 
 
-def _load_all_dates(items: Sequence[pystac.Item], source: SourceConfig, key: str, gbox: GeoBox, threads: int) -> np.ndarray:
+def _read_stack(items: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, retries: int,
+                threads: int) -> Any:
+    """One odc-stac read of ``keys`` for every solar day (same-day Items mosaicked first-valid)."""
+    try:
+        return _retry(lambda: _load_all_dates(items, source, keys, gbox, threads), retries=retries,
+                      what=f"{keys} of {len(items)} items")
+    except Exception as err:  # noqa: BLE001 - the caller re-reads per day, isolating the failing Items
+        raise StackReadError(f"{keys}: {type(err).__name__}: {err}") from err
+
+
+def _load_all_dates(items: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, threads: int) -> Any:
     import odc.stac
 
-    ds = odc.stac.load(
-        list(items), bands=[key], geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
+    return odc.stac.load(
+        list(items), bands=keys, geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
         stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
     )
-    return ds[key].values
 
 
 def load_band_stacks(
@@ -277,35 +289,33 @@ def load_band_stacks(
     assets: Sequence[str] | None = None,
     retries: int = 3,
     threads: int = 2,
+    memory_budget: int = 512 * 2**20,
 ) -> Observations | None:
-    """Observations whose bands are read one at a time for all dates (one odc-stac call per band).
+    """Observations of all dates read with one odc-stac call (or one per band above ``memory_budget`` bytes).
 
-    Fewer calls and a fraction of the memory of per-day reads. Returns None when the Items' radiometry differs
-    (e.g. mixed Sentinel-2 processing baselines), which needs per-day reads. Band reads raise
+    Far fewer calls than per-day reads, and floats for one band at a time. Returns None when the Items'
+    radiometry differs (e.g. mixed Sentinel-2 processing baselines), which needs per-day reads. Reads raise
     :class:`StackReadError` on failure.
     """
     data_keys = list(assets or source.data_assets)
     mask_key = source.mask.asset if source.mask is not None else None
     if not _uniform_radiometry(items, data_keys + ([mask_key] if mask_key else [])):
         return None
-    import odc.stac
-
-    probe = mask_key or data_keys[0]
-    try:
-        ds = _retry(lambda: odc.stac.load(
-            list(items), bands=[probe], geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
-            stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
-        ), retries=retries, what=f"{probe} of {len(items)} items")
-    except Exception as err:  # noqa: BLE001
-        raise StackReadError(f"{probe}: {type(err).__name__}: {err}") from err
+    n_days = len(solar_day_groups(items))
+    nbytes = sum(np.dtype(source.assets[k].dtype or "float32").itemsize for k in data_keys) * n_days * gbox.shape[0] * gbox.shape[1]
+    first = data_keys + [mask_key] if mask_key else list(data_keys)
+    if nbytes > memory_budget:  # read the mask (or one band) now, the other bands one at a time on access
+        first = [mask_key or data_keys[0]]
+    ds = _read_stack(items, source, first, gbox, retries, threads)
+    raw = {k: ds[k].values for k in first if k != mask_key}
     times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="s"))).replace(tzinfo=dt.timezone.utc)
              for t in ds.time.values]
     clear = None
     if mask_key:
         m = ds[mask_key].values
         nd = _nodata(items[0], mask_key)
-        clear = np.asarray(source.mask.is_clear(m.astype(np.int64)))  # type: ignore[union-attr]
+        clear = np.asarray(source.mask.is_clear(m))  # type: ignore[union-attr]
         if nd is not None and not np.isnan(nd):
             clear &= m != nd
     ids = [[i.id for g in solar_day_groups(items) for i in g]]
-    return Observations(_BandStacks(items, source, gbox, data_keys, retries, threads), clear, times, ids)
+    return Observations(_BandStacks(items, source, gbox, data_keys, raw, retries, threads), clear, times, ids)
