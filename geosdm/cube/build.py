@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pystac
 
 from geosdm.cube._tile import SourcePlan, check_indices, plan_variables, process_tile
 from geosdm.cube.config import CubeConfig, SourceSpec
