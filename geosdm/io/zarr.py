@@ -42,6 +42,7 @@ class VariableSpec:
     fill_value: float | int = float("nan")
     attrs: Mapping[str, Any] = field(default_factory=dict)
     extra_dims: tuple[tuple[str, int], ...] = ()  # leading dims, e.g. (("species", 40),)
+    extra_chunks: tuple[int, ...] | None = None  # inner-chunk sizes along extra_dims (default: whole dims)
 
 
 @contextmanager
@@ -102,9 +103,11 @@ class CubeStore:
     def exists(self) -> bool:
         return self.fs.exists(f"{self.path}/zarr.json")
 
-    def create(self, variables: list[VariableSpec], *, attrs: Mapping[str, Any], fingerprint: str, overwrite: bool = False) -> bool:
+    def create(self, variables: list[VariableSpec], *, attrs: Mapping[str, Any], fingerprint: str, overwrite: bool = False,
+               coords: Mapping[str, Any] | None = None) -> bool:
         """Create the store's metadata (no data), or check an existing one was made with the same fingerprint.
 
+        ``coords`` adds coordinates of the extra dims (e.g. ``{"species": [...]}``) to the grid's.
         Returns True when a new store was created, False when an existing compatible one will be resumed.
         """
         if self.exists() and not overwrite:
@@ -119,8 +122,8 @@ class CubeStore:
             for p in (self.path, self.progress_path):
                 if self.fs.exists(p):
                     self.fs.rm(p, recursive=True)
-        coords = xr_coords(self.geobox, crs_coord_name="spatial_ref")
-        ds = xr.Dataset(coords=coords, attrs={**attrs, "geosdm:fingerprint": fingerprint})
+        all_coords = {**xr_coords(self.geobox, crs_coord_name="spatial_ref"), **dict(coords or {})}
+        ds = xr.Dataset(coords=all_coords, attrs={**attrs, "geosdm:fingerprint": fingerprint})
         ny, nx = self.geobox.shape
         encoding: dict[str, Any] = {}
         for v in variables:
@@ -130,8 +133,9 @@ class CubeStore:
             arr = da.full(shape, v.fill_value, dtype=v.dtype, chunks=chunks)
             dims = tuple(d for d, _ in v.extra_dims) + ("y", "x")
             ds[v.name] = xr.DataArray(arr, dims=dims, attrs={**v.attrs, "grid_mapping": "spatial_ref"})
+            inner_lead = tuple(v.extra_chunks) if v.extra_chunks is not None else lead
             encoding[v.name] = {
-                "chunks": lead + tuple(self.chunk_shape),  # type: ignore[operator]
+                "chunks": inner_lead + tuple(self.chunk_shape),  # type: ignore[operator]
                 "shards": chunks,
                 "fill_value": v.fill_value,
             }
@@ -168,6 +172,25 @@ class CubeStore:
                 self.path, region=region, mode="r+", zarr_format=3, consolidated=False,
                 storage_options=self.storage_options,
             )
+        self._mark(index, info)
+
+    def write_arrays(self, index: tuple[int, int], slices: tuple[slice, slice], arrays: Mapping[str, np.ndarray],
+                     info: Mapping[str, Any] | None = None) -> None:
+        """Region-write already-encoded arrays (extra dims whole, then y, x) straight to Zarr, then the marker.
+
+        Unlike :meth:`write_tile`, values are stored as given (no CF encoding by xarray), so variables whose
+        attributes carry ``scale_factor``/``add_offset`` take their packed integers here.
+        """
+        import zarr
+
+        store = self._zarr_store()
+        with quiet_zarr():
+            for name, data in arrays.items():
+                arr = zarr.open_array(store, path=name, mode="r+", zarr_format=3)
+                arr[(Ellipsis, slices[0], slices[1])] = data
+        self._mark(index, info)
+
+    def _mark(self, index: tuple[int, int], info: Mapping[str, Any] | None) -> None:
         self.fs.makedirs(self.progress_path, exist_ok=True)
         with self.fs.open(self._marker(index), "w") as f:
             json.dump({"index": list(index), **(dict(info or {}))}, f, default=str)

@@ -40,7 +40,6 @@ class Prepared:
     encoder: FeatureEncoder
     bias_encoder: FeatureEncoder | None
     area_unit: float
-    val: np.ndarray | None
     n_dropped: int
     patch_store: Path | None = None
     patch_variables: tuple[str, ...] = ()
@@ -98,14 +97,17 @@ def sites_from_frames(X: pd.DataFrame, Y: pd.DataFrame, loss: str, area: Any, co
     return Sites(frame, targets, area_arr, [str(c) for c in Y.columns], specs, None)
 
 
-def validation_mask(sites: Sites, val_size: float, block_size: float | None, seed: int) -> np.ndarray | None:
-    """Boolean mask of validation sites: fold 0 of the table's ``fold`` column, else of spatial blocks."""
+def validation_mask(sites: Sites, val_size: float, block_size: float | None, seed: int,
+                    member: int = 0) -> np.ndarray | None:
+    """Boolean mask of validation sites: a fold of the table's ``fold`` column (the ``member``-th, cycling),
+    else fold 0 of spatial blocks dealt with ``seed``."""
     if not val_size:
         return None
     frame = sites.frame
     if "fold" in frame.columns and frame["fold"].notna().all():
         folds = frame["fold"].to_numpy()
-        val = folds == np.min(folds)
+        uniq = np.unique(folds)
+        val = folds == uniq[member % len(uniq)]
     else:
         x, y = frame["x"].to_numpy(dtype="float64"), frame["y"].to_numpy(dtype="float64")
         k = max(2, int(round(1.0 / float(val_size))))
@@ -123,6 +125,25 @@ def validation_mask(sites: Sites, val_size: float, block_size: float | None, see
         log.warning("the validation fold has no records (or holds all of them); training without early stopping")
         return None
     return val
+
+
+def _cube_dataset(cube: Any) -> tuple[Any, Any]:
+    """The cube as a lazy Dataset (nothing read) and its GeoBox."""
+    import odc.geo.xr  # noqa: F401  (registers .odc)
+    import xarray as xr
+
+    from geosdm.errors import GridError
+
+    if isinstance(cube, xr.Dataset):
+        ds = cube
+    else:
+        from geosdm.io import open_cube
+
+        ds = open_cube(str(cube))
+    geobox = ds.odc.geobox
+    if geobox is None:
+        raise GridError("cube has no grid (no spatial_ref coordinate); build it with geosdm.cube")
+    return ds, geobox
 
 
 def _extract(table: pd.DataFrame, cube: Any, names: Sequence[str]) -> pd.DataFrame:
@@ -145,21 +166,20 @@ def _patch_store(cube: Any, sites: Sites, variables: Sequence[str], size: int, w
 
 def prepare(X: pd.DataFrame, Y: pd.DataFrame | None, *, loss: str, cube: Any, covariates: Sequence[str] | None,
             categorical: Sequence[str], bias_covariates: Sequence[str], series: Sequence[Sequence[str]] | None,
-            species: Sequence[str] | None, area: Any, val_size: float, cv_block_size: float | None, seed: int,
-            patch_size: int | None, patches: Any, work_dir: str | PathLike[str] | None) -> Prepared:
+            species: Sequence[str] | None, area: Any, patch_size: int | None, patches: Any, work_dir: str | PathLike[str] | None,
+            write_stores: bool = True, drop_background: bool = False) -> Prepared:
     """All preparation of ``fit`` (see the module docstring); raises errors that name the bad input."""
     if not isinstance(X, pd.DataFrame):
         raise InputError(f"X must be a pandas DataFrame (a records table or covariates); got {type(X).__name__}")
     series_cols = [c for group in (series or ()) for c in group]
     geobox = None
     if cube is not None:
-        from geosdm.records._cube import covariate_names, open_cube
+        from geosdm.records import covariate_names
 
-        src = open_cube(cube)
-        geobox = src.geobox
-        wanted = list(covariates) if covariates is not None else covariate_names(src.ds)
+        ds, geobox = _cube_dataset(cube)
+        wanted = list(covariates) if covariates is not None else covariate_names(ds)
         want_all = list(dict.fromkeys([*wanted, *bias_covariates, *series_cols]))
-        from_cube = [c for c in want_all if c in src.ds.data_vars and c not in X.columns]
+        from_cube = [c for c in want_all if c in ds.data_vars and c not in X.columns]
         if from_cube:
             if Y is not None:
                 raise InputError("fit(X, Y, cube=...) cannot extract covariates; pass a records table as X")
@@ -213,6 +233,10 @@ def prepare(X: pd.DataFrame, Y: pd.DataFrame | None, *, loss: str, cube: Any, co
         ser = ser[valid] if ser is not None else None
     if len(sites.frame) == 0 or (sites.frame["family"] == "background").all():
         raise InputError("no usable records remain after dropping NaN rows; check the covariates")
+    if drop_background:  # background_weight=0: background points take no part in the loss
+        keep = sites.frame["family"].to_numpy() != "background"
+        sites, tab, bias = sites.subset(keep), tab[keep], bias[keep]
+        ser = ser[keep] if ser is not None else None
     finite_area = sites.area[np.isfinite(sites.area)]
     area_unit = float(np.median(finite_area)) if finite_area.size else 1.0
     needs_area = np.isin(sites.frame["family"].to_numpy(), ["pa", "count"])
@@ -229,15 +253,14 @@ def prepare(X: pd.DataFrame, Y: pd.DataFrame | None, *, loss: str, cube: Any, co
     }
     if ser is not None:
         arrays["series"] = ser.astype(np.float32)
-    val = validation_mask(sites, val_size, cv_block_size, seed)
-    prep = Prepared(sites, arrays, encoder, bias_enc, area_unit, val, n_bad)
+    prep = Prepared(sites, arrays, encoder, bias_enc, area_unit, n_bad)
     if patch_size is not None:
-        _add_patches(prep, X, cube, covariates, encoder, patch_size, patches, work_dir)
+        _add_patches(prep, X, cube, covariates, encoder, patch_size, patches, work_dir, write_stores)
     return prep
 
 
 def _add_patches(prep: Prepared, X: pd.DataFrame, cube: Any, covariates: Sequence[str], encoder: FeatureEncoder,
-                 size: int, patches: Any, work_dir: str | PathLike[str] | None) -> None:
+                 size: int, patches: Any, work_dir: str | PathLike[str] | None, write: bool = True) -> None:
     """Patches of the kept sites: a store cut from the cube (record = site row), or given per input row."""
     if patches is not None:
         arr = _patches_for_rows(patches)
@@ -249,7 +272,10 @@ def _add_patches(prep: Prepared, X: pd.DataFrame, cube: Any, covariates: Sequenc
         if work_dir is None:
             raise InputError("patch extraction needs a work_dir to write the patch store")
         variables = tuple(c for c in covariates if not is_categorical(prep.sites.frame[c]))
-        prep.patch_store = _patch_store(cube, prep.sites, variables, size, Path(work_dir))
+        prep.patch_store = Path(work_dir) / "patches.zarr"
+        if write:
+            _patch_store(cube, prep.sites, variables, size, Path(work_dir))
+        _barrier()
     else:
         raise InputError(
             "network needs covariate patches: pass cube=... (patches are cut around each site) or patches=... "
@@ -264,6 +290,14 @@ def _add_patches(prep: Prepared, X: pd.DataFrame, cube: Any, covariates: Sequenc
     if "patch" in prep.arrays:
         p = prep.arrays["patch"]
         prep.arrays["patch"] = np.nan_to_num((p - means[None, :, None, None]) / prep.patch_scale[None, :, None, None])
+
+
+def _barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _channel(prep: Prepared, frame: pd.DataFrame, name: str, i: int) -> np.ndarray:

@@ -92,6 +92,13 @@ class TrainConfig(BaseModel):
             raise ValueError("`records` need a `cube` to read covariates from")
         return self
 
+    def __hash__(self) -> int:  # `model` is a dict: hash the canonical JSON instead
+        return hash(self.model_dump_json())
+
+    def __dask_tokenize__(self) -> str:
+        """Stable Dask token (the canonical JSON)."""
+        return self.model_dump_json()
+
     @classmethod
     def from_yaml(cls, path: str | PathLike[str], *, section: str | None = "train") -> TrainConfig:
         """Load from a YAML file (a pipeline's ``train:`` section, or a file holding the config itself)."""

@@ -232,6 +232,11 @@ class ZarrSiteDataset(IterableDataset):  # type: ignore[type-arg]
         for chunks in self._assignment(self.epoch if epoch is None else epoch):
             n = sum(len(self._chunk_rows(a, b)) for a, b in chunks)
             counts.append(max(1, n // self.batch_size) if n else 0)
+        if min(counts) == 0:
+            raise InputError(
+                f"a rank gets no samples from {len(self._chunks)} chunk(s) over {self.world_size} ranks; write the "
+                "store with smaller chunks (chunk_rows / chunk_points) or train on fewer ranks"
+            )
         return min(counts)
 
     def _read(self, start: int, stop: int) -> dict[str, np.ndarray]:

@@ -98,10 +98,13 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, port: int, backen
         dist.destroy_process_group()
 
 
-def spawn(fn: Callable[..., Any], nprocs: int = 2, *, args: tuple[Any, ...] = (), backend: str = "gloo") -> None:
+def spawn(fn: Callable[..., Any], nprocs: int = 2, *, args: tuple[Any, ...] = (), backend: str = "gloo",
+          start_method: str = "spawn") -> None:
     """Run ``fn(rank, world_size, *args)`` in ``nprocs`` local processes joined in one process group.
 
-    ``fn`` must be importable (a module-level function). Raises when any process fails.
+    ``fn`` must be importable (a module-level function). Raises when any process fails. ``start_method="fork"``
+    starts faster (modules already imported are inherited) but is only safe before the parent has run
+    multi-threaded work.
 
     Example
     -------
@@ -111,4 +114,5 @@ def spawn(fn: Callable[..., Any], nprocs: int = 2, *, args: tuple[Any, ...] = ()
 
     if int(nprocs) < 1:
         raise InputError(f"nprocs={nprocs} must be >= 1")
-    mp.spawn(_entry, args=(fn, int(nprocs), free_port(), backend, tuple(args)), nprocs=int(nprocs), join=True)
+    mp.start_processes(_entry, args=(fn, int(nprocs), free_port(), backend, tuple(args)), nprocs=int(nprocs),
+                       join=True, start_method=start_method)

@@ -32,11 +32,11 @@ from sklearn.base import BaseEstimator
 
 from geosdm.errors import InputError, NotFittedError
 from geosdm.models._features import FeatureEncoder, check_columns
-from geosdm.models._prepare import Prepared, prepare
+from geosdm.models._prepare import Prepared, prepare, validation_mask
 from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
-from geosdm.models.data import TensorBatches, ZarrSiteDataset, write_point_store
+from geosdm.models.data import TensorBatches, ZarrSiteDataset, epoch_seed, write_point_store
 from geosdm.models.losses import LOSSES, IntegratedLoss
-from geosdm.models.networks import NETWORKS, build_network
+from geosdm.models.networks import NETWORKS, Ensemble, build_network
 from geosdm.models.trainer import Objective, TrainResult, TrainSettings, fit_objective, resolve_device, threads
 
 __all__ = ["MultiSpeciesSDM", "UncalibratedWarning", "load_model"]
@@ -85,6 +85,13 @@ class MultiSpeciesSDM(BaseEstimator):
         ``{dataset: weight}`` of the integrated loss (default 1 each).
     reference_dataset
         Data set whose intercept is 0 (default: the first presence/absence, else count, else presence-only).
+    background_weight
+        Sites each background point stands for in presence-only terms; 0 drops background points from the
+        softmax, which then runs over the recorded sites of all species (target-group background, a
+        correction for observer bias shared by the species).
+    n_members
+        Ensemble size: members differ in seed and validation fold; predictions average their log-intensities
+        and :meth:`predict_members` gives each member's (their spread is an uncertainty).
     epochs, batch_size, lr, weight_decay
         AdamW training.
     patience
@@ -105,7 +112,8 @@ class MultiSpeciesSDM(BaseEstimator):
     streaming, num_workers
         Read training samples from Zarr stores in ``work_dir`` with a DataLoader of ``num_workers`` processes.
     work_dir
-        Folder for point/patch stores and checkpoints (default: a temporary folder removed after ``fit``).
+        Folder for point/patch stores and checkpoints (default: a temporary folder removed after ``fit``). Under
+        DDP a shared ``work_dir`` is written by rank 0 only; without one each rank writes its own stores.
     checkpoint_every, resume
         Write a training checkpoint every N epochs to ``work_dir/checkpoints``; resume from it on ``fit``.
     distributed
@@ -124,7 +132,7 @@ class MultiSpeciesSDM(BaseEstimator):
                  series: Sequence[Sequence[str]] | None = None, species: Sequence[str] | None = None,
                  hidden: int = 250, n_blocks: int = 2, dropout: float = 0.0, width: int = 32, patch_size: int = 15,
                  po_loss: str = "deepmaxent", dataset_weights: Mapping[str, float] | None = None,
-                 reference_dataset: str | None = None, epochs: int = 100, batch_size: int = 256, lr: float = 1e-3,
+                 reference_dataset: str | None = None, background_weight: float = 1.0, n_members: int = 1, epochs: int = 100, batch_size: int = 256, lr: float = 1e-3,
                  weight_decay: float = 0.0, patience: int = 10, val_size: float = 0.2,
                  cv_block_size: float | None = None, refit: bool = False, device: str = "auto",
                  precision: str = "auto", n_threads: int | None = 1, streaming: bool = False, num_workers: int = 0,
@@ -134,6 +142,7 @@ class MultiSpeciesSDM(BaseEstimator):
         self.bias_covariates, self.series, self.species = bias_covariates, series, species
         self.hidden, self.n_blocks, self.dropout, self.width, self.patch_size = hidden, n_blocks, dropout, width, patch_size
         self.po_loss, self.dataset_weights, self.reference_dataset = po_loss, dataset_weights, reference_dataset
+        self.background_weight, self.n_members = background_weight, n_members
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.patience, self.val_size, self.cv_block_size, self.refit = patience, val_size, cv_block_size, refit
         self.device, self.precision, self.n_threads = device, precision, n_threads
@@ -151,7 +160,7 @@ class MultiSpeciesSDM(BaseEstimator):
             raise InputError(f"network={self.network!r} is unknown; choose one of {list(NETWORKS)}")
         if self.loss not in LOSSES:
             raise InputError(f"loss={self.loss!r} is unknown; choose one of {list(LOSSES)}")
-        for name in ("hidden", "n_blocks", "width", "patch_size", "epochs", "batch_size", "patience"):
+        for name in ("hidden", "n_blocks", "width", "patch_size", "epochs", "batch_size", "patience", "n_members"):
             positive(name)
         positive("lr", float)
         if not 0 <= float(self.dropout) < 1:
@@ -222,35 +231,36 @@ class MultiSpeciesSDM(BaseEstimator):
             work = Path(self.work_dir) if self.work_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
             work.mkdir(parents=True, exist_ok=True)
             stack.enter_context(threads(self.n_threads))
-            needs_patches = self.network == "cnn" or (self.network == "fusion" and (cube is not None or patches is not None))
-            prep = prepare(X, Y, loss=self.loss, cube=cube, covariates=self.covariates, categorical=self.categorical,
-                           bias_covariates=tuple(self.bias_covariates or ()), series=self.series, species=self.species,
-                           area=area, val_size=float(self.val_size or 0), cv_block_size=self.cv_block_size, seed=seed,
-                           patch_size=int(self.patch_size) if needs_patches else None, patches=patches, work_dir=work)
-            spec = self._network_spec(prep)
-            loss = IntegratedLoss([d.to_dict() for d in prep.sites.datasets], len(prep.sites.species), loss=self.loss,
-                                  po_loss=self.po_loss, n_bias=prep.arrays["bias"].shape[1],
-                                  weights=self.dataset_weights, reference=self.reference_dataset)
             rank_world = (0, 1)
             use_ddp = self.distributed is True or (self.distributed == "auto" and _launched())
             if use_ddp:
                 from geosdm.models.distributed import process_group
 
                 rank_world = stack.enter_context(process_group())
-            fingerprint = self._fingerprint(prep)
-            objective = self._new_objective(spec, loss, seed)
-            result = self._train(objective, prep, seed=seed, device=device, epochs=int(self.epochs), val=prep.val,
-                                 work=work, fingerprint=fingerprint, rank_world=rank_world, ddp=use_ddp, tag="")
-            if self.refit and prep.val is not None:
-                best = result
-                objective = self._new_objective(spec, loss, seed)
-                result = self._train(objective, prep, seed=seed, device=device, epochs=best.best_epoch + 1, val=None,
-                                     work=work, fingerprint=fingerprint + "-refit", rank_world=rank_world,
-                                     ddp=use_ddp, tag="-refit")
-                result.best_loss, result.history = best.best_loss, best.history + result.history
-        self.network_ = objective.network
-        self.loss_ = objective.loss
-        self.network_spec_ = spec
+            # with a shared work_dir, rank 0 writes the stores and the other ranks wait for them
+            shared = use_ddp and self.work_dir is not None
+            writer = rank_world[0] == 0 or not shared
+            needs_patches = self.network == "cnn" or (self.network == "fusion" and (cube is not None or patches is not None))
+            prep = prepare(X, Y, loss=self.loss, cube=cube, covariates=self.covariates, categorical=self.categorical,
+                           bias_covariates=tuple(self.bias_covariates or ()), series=self.series, species=self.species,
+                           area=area, patch_size=int(self.patch_size) if needs_patches else None, patches=patches,
+                           work_dir=work, write_stores=writer, drop_background=float(self.background_weight) == 0)
+            spec = self._network_spec(prep)
+            loss = IntegratedLoss([d.to_dict() for d in prep.sites.datasets], len(prep.sites.species), loss=self.loss,
+                                  po_loss=self.po_loss, n_bias=prep.arrays["bias"].shape[1],
+                                  weights=self.dataset_weights, reference=self.reference_dataset,
+                                  background_weight=float(self.background_weight))
+            objectives, results = self._fit_members(prep, spec, loss, seed=seed, device=device, work=work,
+                                                    rank_world=rank_world, ddp=use_ddp, writer=writer)
+        if len(objectives) == 1:
+            self.network_, self.network_spec_, self.loss_ = objectives[0].network, spec, objectives[0].loss
+        else:
+            self.network_ = Ensemble([o.network for o in objectives])
+            self.network_spec_ = {"name": "ensemble", "member": spec, "n_members": len(objectives)}
+            self.loss_ = IntegratedLoss.from_description(loss.describe())  # member-averaged intercepts and bias
+            with torch.no_grad():
+                for name, param in self.loss_.named_parameters():
+                    param.copy_(torch.stack([dict(o.loss.named_parameters())[name] for o in objectives]).mean(0))
         self.encoder_ = prep.encoder
         self.bias_encoder_ = prep.bias_encoder
         self.feature_names_ = list(prep.encoder.columns)
@@ -266,10 +276,35 @@ class MultiSpeciesSDM(BaseEstimator):
                        if prep.patch_mean is not None else None)
         self.n_sites_ = len(prep.sites.frame)
         self.n_dropped_nan_ = prep.n_dropped
-        self.training_ = result
+        self.training_ = results[0]
+        self.training_members_ = results
         self.seed_ = seed
         self.fit_seconds_ = time.perf_counter() - t0
         return self
+
+    def _fit_members(self, prep: Prepared, spec: Mapping[str, Any], loss: IntegratedLoss, *, seed: int,
+                     device: torch.device, work: Path, rank_world: tuple[int, int], ddp: bool,
+                     writer: bool) -> tuple[list[Objective], list[TrainResult]]:
+        """Train each ensemble member (own seed and validation fold; optional refit on all sites)."""
+        fingerprint = self._fingerprint(prep)
+        objectives, results = [], []
+        for i in range(int(self.n_members)):
+            member_seed = seed if i == 0 else epoch_seed(seed, 0, 1000 + i) % (2**31)
+            val = validation_mask(prep.sites, float(self.val_size or 0), self.cv_block_size, member_seed, i)
+            common = {"seed": member_seed, "device": device, "work": work, "rank_world": rank_world, "ddp": ddp,
+                      "writer": writer}
+            objective = self._new_objective(spec, loss, member_seed)
+            result = self._train(objective, prep, epochs=int(self.epochs), val=val, fingerprint=f"{fingerprint}-{i}",
+                                 tag=f"-{i}" if i else "", **common)
+            if self.refit and val is not None:
+                best = result
+                objective = self._new_objective(spec, loss, member_seed)
+                result = self._train(objective, prep, epochs=best.best_epoch + 1, val=None,
+                                     fingerprint=f"{fingerprint}-{i}-refit", tag=f"-{i}-refit", **common)
+                result.best_loss, result.history = best.best_loss, best.history + result.history
+            objectives.append(objective)
+            results.append(result)
+        return objectives, results
 
     def _network_spec(self, prep: Prepared) -> dict[str, Any]:
         n_sp, p = len(prep.sites.species), prep.arrays["tabular"].shape[1]
@@ -294,7 +329,7 @@ class MultiSpeciesSDM(BaseEstimator):
 
     def _train(self, objective: Objective, prep: Prepared, *, seed: int, device: torch.device, epochs: int,
                val: np.ndarray | None, work: Path, fingerprint: str, rank_world: tuple[int, int], ddp: bool,
-               tag: str) -> TrainResult:
+               tag: str, writer: bool = True) -> TrainResult:
         rank, world = rank_world
         settings = TrainSettings(
             epochs=epochs, lr=float(self.lr), weight_decay=float(self.weight_decay), patience=int(self.patience),
@@ -308,8 +343,9 @@ class MultiSpeciesSDM(BaseEstimator):
         if self.streaming:
             keys = [k for k in _POINT_KEYS if k in prep.arrays]
             points = work / "points.zarr"
-            if rank == 0:
-                write_point_store({k: prep.arrays[k] for k in keys}, points, overwrite=True)
+            if writer:  # enough chunks for every rank and worker to get several
+                chunk = int(np.clip(np.ceil(n / (4 * world * max(1, int(self.num_workers)))), 256, 8192))
+                write_point_store({k: prep.arrays[k] for k in keys}, points, chunk_rows=chunk, overwrite=True)
             if ddp:
                 import torch.distributed as dist
 
@@ -368,7 +404,8 @@ class MultiSpeciesSDM(BaseEstimator):
             )
 
     def _needs_patches(self) -> bool:
-        return self.network_spec_["name"] == "cnn" or bool(self.network_spec_.get("channels"))
+        spec = self.network_spec_.get("member", self.network_spec_)
+        return spec["name"] == "cnn" or bool(spec.get("channels"))
 
     def _inputs(self, X: pd.DataFrame, patches: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         tab, valid = self.encoder_.transform(X)
@@ -385,7 +422,7 @@ class MultiSpeciesSDM(BaseEstimator):
         if self._needs_patches():
             if patches is None:
                 raise InputError(
-                    f"this {self.network_spec_['name']} model needs covariate patches: pass patches= (array "
+                    f"this {self.network} model needs covariate patches: pass patches= (array "
                     "(n, C, k, k) or patch store over X's rows) or cube= to cut them"
                 )
             from geosdm.models._prepare import _patches_for_rows
@@ -395,25 +432,43 @@ class MultiSpeciesSDM(BaseEstimator):
             inputs["patch"] = np.nan_to_num((p - mean[None, :, None, None]) / scale[None, :, None, None]).astype(np.float32)
         return inputs, valid
 
-    def _forward(self, inputs: Mapping[str, np.ndarray], batch: int = 65536) -> np.ndarray:
+    def _forward(self, inputs: Mapping[str, np.ndarray], *, members: bool = False, batch: int = 65536) -> np.ndarray:
         device = resolve_device(self.device)
         net = self.network_.to(device).eval()
+        run = net.forward_members if members and isinstance(net, Ensemble) else net
         n = len(next(iter(inputs.values())))
-        out = np.empty((n, len(self.species_)), dtype=np.float32)
+        out: np.ndarray | None = None
         try:
             with threads(self.n_threads), torch.no_grad():
                 for s in range(0, n, batch):
                     b = {k: torch.from_numpy(np.ascontiguousarray(v[s : s + batch])).to(device) for k, v in inputs.items()}
-                    out[s : s + batch] = net(b).float().cpu().numpy()
+                    f = run(b).float().cpu().numpy()
+                    if out is None:
+                        out = np.empty((*f.shape[:-2], n, f.shape[-1]), dtype=np.float32)
+                    out[..., s : s + batch, :] = f
         finally:
             self.network_.to("cpu")
-        return out
+        return out if out is not None else np.empty((0, len(self.species_)), dtype=np.float32)
 
-    def _log_intensity(self, X: pd.DataFrame, patches: Any = None) -> np.ndarray:
+    def _log_intensity(self, X: pd.DataFrame, patches: Any = None, *, members: bool = False) -> np.ndarray:
         inputs, valid = self._inputs(X, patches)
-        f = self._forward(inputs)
-        f[~valid] = np.nan
+        f = self._forward(inputs, members=members)
+        f[..., ~valid, :] = np.nan
         return f
+
+    def predict_members(self, X: pd.DataFrame, *, cube: Any = None, patches: Any = None) -> np.ndarray:
+        """Each ensemble member's log-intensity ``(n_members, n, n_species)`` (their spread is an uncertainty).
+
+        Example
+        -------
+        >>> spread = model.predict_members(points).std(axis=0)  # doctest: +SKIP
+        """
+        self._check_fitted()
+        with ExitStack() as stack:
+            if cube is not None:
+                X, patches = self._with_cube(X, cube, stack)
+            f = self._log_intensity(X, patches, members=True)
+        return f if f.ndim == 3 else f[None]
 
     def _with_cube(self, X: pd.DataFrame, cube: Any, stack: ExitStack) -> tuple[pd.DataFrame, Any]:
         from geosdm.records import extract_covariates, extract_patches
@@ -515,6 +570,7 @@ class MultiSpeciesSDM(BaseEstimator):
             "n_sites": self.n_sites_,
             "n_dropped_nan": self.n_dropped_nan_,
             "training": self.training_.to_dict(),
+            "training_members": [r.to_dict() for r in self.training_members_],
             "seed": self.seed_,
             "fit_seconds": self.fit_seconds_,
         }
@@ -540,6 +596,7 @@ class MultiSpeciesSDM(BaseEstimator):
         model.link_, model.calibrated_, model.patch_ = cfg["link"], bool(cfg["calibrated"]), cfg["patch"]
         model.n_sites_, model.n_dropped_nan_ = int(cfg["n_sites"]), int(cfg["n_dropped_nan"])
         model.training_ = TrainResult(**cfg["training"])
+        model.training_members_ = [TrainResult(**r) for r in cfg.get("training_members", [cfg["training"]])]
         model.seed_, model.fit_seconds_ = int(cfg["seed"]), float(cfg["fit_seconds"])
         return model
 

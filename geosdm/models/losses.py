@@ -49,6 +49,9 @@ LOSSES: dict[str, tuple[str, ...]] = {
 }
 
 
+_MAX_ETA = 40.0  # exp(40) ~ 2e17: finite in float32, far beyond any plausible intensity
+
+
 def _observed(targets: Tensor) -> tuple[Tensor, Tensor]:
     ok = torch.isfinite(targets)
     return ok, torch.where(ok, targets, torch.zeros_like(targets))
@@ -72,7 +75,7 @@ def poisson_loss(logits: Tensor, counts: Tensor, offset: Tensor | float = 0.0) -
     """Poisson negative log-likelihood (without ``log y!``) summed over observed entries."""
     ok, y = _observed(counts)
     eta = logits + offset
-    return torch.where(ok, torch.exp(eta) - y * eta, torch.zeros_like(eta)).sum()
+    return torch.where(ok, torch.exp(eta.clamp(max=_MAX_ETA)) - y * eta, torch.zeros_like(eta)).sum()
 
 
 def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -85,7 +88,11 @@ def bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
 def log1mexp(x: Tensor) -> Tensor:
     """``log(1 - exp(-x))`` for ``x > 0``, accurate for small and large ``x``."""
     x = x.clamp_min(1e-30)
-    return torch.where(x < math.log(2.0), torch.log(-torch.expm1(-x)), torch.log1p(-torch.exp(-x)))
+    cut = math.log(2.0)
+    small = x < cut
+    # each branch sees inputs inside its own domain, so the unused branch never yields inf * 0 = NaN gradients
+    xs, xl = torch.where(small, x, cut), torch.where(small, cut, x)
+    return torch.where(small, torch.log(-torch.expm1(-xs)), torch.log1p(-torch.exp(-xl)))
 
 
 def cloglog_loss(logits: Tensor, detected: Tensor, log_area: Tensor | float = 0.0) -> Tensor:
@@ -97,7 +104,7 @@ def cloglog_loss(logits: Tensor, detected: Tensor, log_area: Tensor | float = 0.
     0.4587
     """
     ok, y = _observed(detected)
-    rate = torch.exp(logits + log_area)  # A λ
+    rate = torch.exp((logits + log_area).clamp(max=_MAX_ETA))  # A λ
     nll = -(y.clamp(0, 1) * log1mexp(rate) - (1 - y.clamp(0, 1)) * rate)
     return torch.where(ok, nll, torch.zeros_like(nll)).sum()
 
@@ -122,6 +129,9 @@ class IntegratedLoss(nn.Module):
         ``{data set name: weight}`` (default 1 each).
     reference
         Data set whose intercept is fixed at 0 (default: the first pa, else count, else po data set).
+    background_weight
+        Sites each background point stands for in presence-only terms (a ``log w`` offset); 0 leaves background
+        points out, so the softmax runs over the recorded sites of all species (target-group background).
 
     Example
     -------
@@ -133,8 +143,11 @@ class IntegratedLoss(nn.Module):
 
     def __init__(self, datasets: Sequence[Mapping[str, Any]], n_species: int, *, loss: str = "integrated",
                  po_loss: str = "deepmaxent", n_bias: int = 0, weights: Mapping[str, float] | None = None,
-                 reference: str | None = None) -> None:
+                 reference: str | None = None, background_weight: float = 1.0) -> None:
         super().__init__()
+        if not float(background_weight) >= 0:
+            raise InputError(f"background_weight={background_weight} must be >= 0")
+        self.background_weight = float(background_weight)
         if loss not in LOSSES:
             raise InputError(f"loss={loss!r} is unknown; choose one of {list(LOSSES)}")
         if po_loss not in ("deepmaxent", "poisson"):
@@ -153,7 +166,7 @@ class IntegratedLoss(nn.Module):
         observed = [f for f in families if f != "background"]
         if not observed:
             raise InputError("no presence-only, presence/absence or count data set to fit")
-        if "po" in families and "background" not in families and loss in ("deepmaxent", "bce"):
+        if "po" in families and "background" not in families and loss == "bce":
             raise InputError(
                 f"loss={loss!r} on presence-only records needs background points (kind='background'); add them "
                 "with geosdm.records.uniform_background(...) or geosdm.records.training_table(...)"
@@ -188,13 +201,22 @@ class IntegratedLoss(nn.Module):
         """Intercept row (n_species,) of data set ``index`` (0 for the reference)."""
         return self.intercepts[index] * self.free[index]
 
-    def _po_term(self, f: Tensor, y: Tensor, rows: Tensor, k: int, slot: int, bias: Tensor | None) -> Tensor:
-        eta = f[rows] + self.intercept(k)
+    def _po_term(self, f: Tensor, y: Tensor, mine: Tensor, bg: Tensor, k: int, slot: int,
+                 bias: Tensor | None) -> Tensor:
+        w = self.background_weight
+        rows = mine | bg if w > 0 else mine
+        softmax = self.loss == "deepmaxent" or (self.loss == "integrated" and self.po_loss == "deepmaxent")
+        eta = f[rows] if softmax else f[rows] + self.intercept(k)  # an intercept cancels in the softmax
         if bias is not None and self.n_bias:
             eta = eta + (bias[rows] @ self.bias_coef[slot])[:, None]
         yy = y[rows]
         if self.loss == "bce":
-            return bce_loss(eta, yy)
+            weight = torch.where(bg[rows], w, 1.0)[:, None]
+            ok, yv = _observed(yy)
+            out = nn.functional.binary_cross_entropy_with_logits(eta, (yv > 0).to(eta.dtype), reduction="none")
+            return (torch.where(ok, out, torch.zeros_like(out)) * weight).sum()
+        if w not in (0.0, 1.0):  # background points stand for w sites each (log w offset)
+            eta = eta + torch.where(bg[rows], math.log(w), 0.0)[:, None]
         if self.loss == "poisson" or (self.loss == "integrated" and self.po_loss == "poisson"):
             return poisson_loss(eta, yy)
         return deepmaxent_loss(eta, yy)
@@ -217,7 +239,7 @@ class IntegratedLoss(nn.Module):
                 continue
             mine = ds == k
             if fam == "po":
-                term = self._po_term(f, y, mine | bg, k, self.po_index.index(k), bias)
+                term = self._po_term(f, y, mine, bg, k, self.po_index.index(k), bias)
             else:
                 eta = f[mine] + self.intercept(k)
                 off = log_area[mine].float() if log_area is not None else 0.0
@@ -233,9 +255,10 @@ class IntegratedLoss(nn.Module):
         """JSON-able description (rebuilds the module with :meth:`from_description`)."""
         return {"datasets": self.specs, "loss": self.loss, "po_loss": self.po_loss, "n_bias": self.n_bias,
                 "weights": {d["name"]: float(w) for d, w in zip(self.specs, self.weights.tolist())},
-                "reference": self.reference, "n_species": int(self.intercepts.shape[1])}
+                "reference": self.reference, "n_species": int(self.intercepts.shape[1]),
+                "background_weight": self.background_weight}
 
     @classmethod
     def from_description(cls, d: Mapping[str, Any]) -> IntegratedLoss:
         return cls(d["datasets"], int(d["n_species"]), loss=d["loss"], po_loss=d["po_loss"], n_bias=d["n_bias"],
-                   weights=d["weights"], reference=d["reference"])
+                   weights=d["weights"], reference=d["reference"], background_weight=d.get("background_weight", 1.0))

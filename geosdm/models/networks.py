@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from geosdm.errors import InputError
 
-__all__ = ["MultimodalFusion", "PatchResNet", "ResidualMLP", "SeriesEncoder", "build_network", "NETWORKS"]
+__all__ = ["Ensemble", "MultimodalFusion", "PatchResNet", "ResidualMLP", "SeriesEncoder", "build_network", "NETWORKS"]
 
 Batch = Mapping[str, Tensor]
 
@@ -239,12 +239,31 @@ class MultimodalFusion(nn.Module):
         return self.head(self.head_block(h))
 
 
+class Ensemble(nn.Module):
+    """Members with the same inputs and outputs; the output is the mean log-intensity (a geometric mean of
+    intensities). :meth:`forward_members` gives each member's output (spread = uncertainty)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise InputError("an Ensemble needs at least one member network")
+        self.members = nn.ModuleList(members)
+
+    def forward_members(self, batch: Batch | Tensor) -> Tensor:
+        """``(n_members, B, n_species)``."""
+        return torch.stack([m(batch) for m in self.members])
+
+    def forward(self, batch: Batch | Tensor) -> Tensor:
+        return self.forward_members(batch).mean(dim=0)
+
+
 #: Network names accepted by :func:`build_network` and ``MultiSpeciesSDM(network=...)``.
 NETWORKS = ("mlp", "cnn", "fusion")
 
 
 def build_network(spec: Mapping[str, Any]) -> nn.Module:
-    """Build a network from its JSON spec ``{"name": "mlp" | "cnn" | "fusion", **sizes}``.
+    """Build a network from its JSON spec ``{"name": "mlp" | "cnn" | "fusion", **sizes}`` (or
+    ``{"name": "ensemble", "member": spec, "n_members": k}``).
 
     Example
     -------
@@ -259,4 +278,6 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
         return PatchResNet(kw.pop("channels"), kw.pop("n_species"), **kw)
     if name == "fusion":
         return MultimodalFusion(kw.pop("n_species"), **kw)
+    if name == "ensemble":
+        return Ensemble([build_network(kw["member"]) for _ in range(int(kw["n_members"]))])
     raise InputError(f"unknown network {name!r}; choose one of {list(NETWORKS)}")

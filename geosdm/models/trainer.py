@@ -8,7 +8,6 @@ one; the global torch RNG is restored on exit.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -16,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
-from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +194,12 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
     device = torch.device(settings.device)
     amp = autocast_dtype(settings.precision, device)
     objective.to(device)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    # intercepts and bias coefficients are a few scalars with noisy gradients: a 10x step, no weight decay
+    head = list(objective.loss.parameters())
+    head_ids = {id(p) for p in head}
+    body = [p for p in objective.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW([{"params": body}, {"params": head, "lr": settings.lr * 10, "weight_decay": 0.0}],
+                                  lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     result, best, bad_epochs, start = TrainResult(), None, 0, 0
     ckpt = Path(settings.checkpoint_dir) / "last" if settings.checkpoint_dir else None
@@ -289,7 +292,3 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
     objective.eval()
     return result
 
-
-def copy_objective(objective: Objective) -> Objective:
-    """A deep copy (e.g. to refit from the same initial weights)."""
-    return copy.deepcopy(objective)

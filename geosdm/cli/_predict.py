@@ -1,0 +1,119 @@
+"""`geosdm predict run MODEL CUBE OUTPUT` (Zarr + COGs + STAC) and `geosdm predict cogs STORE OUT_DIR`.
+
+Registered by the lead as ``app.add_typer(_predict.app, name="predict")``; each command parses arguments,
+calls one library function (:func:`geosdm.predict.run_prediction`, :func:`geosdm.predict.export_cogs`) and
+prints a summary.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Predict species distributions over a covariate cube (Zarr + COGs + STAC).",
+                  no_args_is_help=True)
+
+
+class Dtype(str, Enum):
+    uint8 = "uint8"
+    float16 = "float16"
+    float32 = "float32"
+
+
+def _json(text: str | None, what: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise typer.BadParameter(f"{what} must be a JSON object, e.g. '{{\"key\": \"...\"}}' ({err})") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{what} must be a JSON object")
+    return value
+
+
+@app.command("run")
+def run(
+    model: Path = typer.Argument(..., help="Model folder written by MultiSpeciesSDM.save."),
+    cube: str = typer.Argument(..., help="Covariate cube: Zarr path or s3:// URL."),
+    output: str = typer.Argument(..., help="Output folder or s3:// prefix (probability.zarr, cogs/, stac/)."),
+    dtype: Dtype = typer.Option(Dtype.uint8, "--dtype", help="Stored as uint8 (0-250), float16, float32."),
+    area: float = typer.Option(None, "--area", help="Area in m2 of the probabilities (default: the model's unit)."),
+    log_intensity: bool = typer.Option(False, "--log-intensity", help="Also write log relative intensities."),
+    tile: int = typer.Option(0, "--tile", help="Tile (= shard) side in cells (default: the cube's shards)."),
+    cogs: bool = typer.Option(True, "--cogs/--no-cogs", help="Export COGs (per species and multi-band)."),
+    multiband: bool = typer.Option(True, "--multiband/--no-multiband", help="Also write one multi-band COG."),
+    species: str = typer.Option(None, "--species", help="Comma-separated species to export as COGs (default: all)."),
+    stac: bool = typer.Option(True, "--stac/--no-stac", help="Write STAC Items and a Collection."),
+    collection: str = typer.Option("geosdm-predictions", "--collection", help="STAC Collection id."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://...) to run tiles on."),
+    workers: int = typer.Option(0, "--workers", help="Start a LocalCluster with this many worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Rewrite the cube instead of resuming it."),
+    storage_options: str = typer.Option(None, "--storage-options", help="JSON fsspec options for the output."),
+    cube_storage_options: str = typer.Option(None, "--cube-storage-options", help="JSON fsspec options for the cube."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Write (or resume) the probability cube, then COGs and STAC; prints what was written."""
+    from rich.console import Console
+
+    from geosdm.predict import PredictConfig, run_prediction
+
+    cfg = PredictConfig(
+        model=str(model), cube=cube, output=output, dtype=dtype.value, area=area, log_intensity=log_intensity,
+        tile_shape=(tile, tile) if tile else None, cogs=cogs, multiband=multiband,
+        species=tuple(s.strip() for s in species.split(",") if s.strip()) if species else None, stac=stac,
+        collection_id=collection, storage_options=_json(storage_options, "--storage-options"),
+        cube_storage_options=_json(cube_storage_options, "--cube-storage-options"),
+    )
+    client: Any = scheduler or None
+    cluster = None
+    if workers and not scheduler:
+        from dask.distributed import Client, LocalCluster
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    try:
+        report = run_prediction(cfg, client=client, progress=progress, overwrite=overwrite)
+    finally:
+        if cluster is not None:
+            client.close()
+            cluster.close()
+    w = report.write
+    console = Console()
+    console.print(f"[bold]predictions[/bold] {w.path}: {w.species} species, {w.n_tiles} tiles ({w.n_resumed} resumed, "
+                  f"{w.n_empty} without valid cells), valid fraction {w.valid_fraction:.3f}, model {w.model_hash}")
+    if report.cogs:
+        bad = [c.path for c in report.cogs if c.valid is False]
+        warn = f" [red]invalid: {bad}[/red]" if bad else ""
+        console.print(f"COGs: {len(report.cogs)} in {output.rstrip('/')}/cogs{warn}")
+    if report.stac:
+        console.print(f"STAC: {report.stac.collection}")
+    console.print(f"done in {report.seconds:.1f} s")
+
+
+@app.command("cogs")
+def cogs_command(
+    store: str = typer.Argument(..., help="Prediction store (probability.zarr) written by `geosdm predict run`."),
+    out_dir: str = typer.Argument(..., help="Folder or s3:// prefix for the COGs."),
+    variable: str = typer.Option("probability", "--variable", help="probability or log_intensity."),
+    species: str = typer.Option(None, "--species", help="Comma-separated species (default: all)."),
+    multiband: bool = typer.Option(True, "--multiband/--no-multiband", help="Also write one multi-band COG."),
+    storage_options: str = typer.Option(None, "--storage-options", help="JSON fsspec options for store and output."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Export COGs (one per species, plus one multi-band) from an existing prediction store."""
+    from rich.console import Console
+
+    from geosdm.predict import export_cogs
+
+    outs = export_cogs(store, out_dir, variable=variable, multiband=multiband,
+                       species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+                       storage_options=_json(storage_options, "--storage-options"), progress=progress)
+    bad = [c.path for c in outs if c.valid is False]
+    Console().print(f"COGs: {len(outs)} in {out_dir}" + (f" [red]invalid: {bad}[/red]" if bad else ""))

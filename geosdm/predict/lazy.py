@@ -1,0 +1,237 @@
+"""Lazy prediction over a covariate cube: ``predict(model, cube)`` -> ``(species, y, x)`` Dask-backed Dataset.
+
+The model's input variables are stacked into one ``(V, y, x)`` array chunked by tile (the cube's shards by
+default), so each tile is one inference task. The fitted model enters the graph once, as a single key that
+every tile task depends on: a threaded run shares the object, a ``dask.distributed`` run ships it to each
+worker once. Patch networks get a halo of ``patch size // 2`` cells from neighbouring tiles (NaN beyond the
+grid, as in the eager path), so tiled output has no seams. Nothing is computed here.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import xarray as xr
+
+from geosdm.errors import GridError, InputError, MissingVariableError
+from geosdm.predict._block import predict_block
+from geosdm.predict._model import (
+    ModelInputs,
+    area_offset,
+    as_model,
+    model_fingerprint,
+    model_inputs,
+    probability_inplace,
+)
+
+if TYPE_CHECKING:
+    from geosdm.models import MultiSpeciesSDM
+
+__all__ = ["predict", "open_input", "DEFAULT_TILE"]
+
+log = logging.getLogger(__name__)
+
+#: Tile (= Zarr shard = Dask chunk) used when neither the caller nor the cube gives one.
+DEFAULT_TILE = (512, 512)
+
+
+def _shards(ds: xr.Dataset, names: tuple[str, ...]) -> tuple[int, int] | None:
+    for name in names:
+        enc = ds[name].encoding
+        shape = enc.get("shards") or enc.get("chunks")
+        if shape and len(shape) >= 2:
+            return int(shape[-2]), int(shape[-1])
+    return None
+
+
+def _read_tile(src: xr.Dataset, *, variables: tuple[str, ...], block_info: dict[Any, Any] | None = None) -> np.ndarray:
+    """Read one tile of every variable from a lazily opened (not Dask-backed) cube: one task per tile."""
+    (y0, y1), (x0, x1) = block_info[None]["array-location"][1:]  # type: ignore[index]
+    return np.stack([np.asarray(src[v].variable[y0:y1, x0:x1].values, dtype=np.float32) for v in variables])
+
+
+def open_input(cube: xr.Dataset | str | PathLike[str], variables: tuple[str, ...], *,
+               tile_shape: tuple[int, int] | None = None,
+               storage_options: Mapping[str, Any] | None = None) -> tuple[da.Array, xr.Dataset, tuple[int, int]]:
+    """The model's input stack ``(V, y, x)`` float32 chunked ``(V, *tile)``, the cube, and the tile shape.
+
+    A cube path is opened without Dask and read by one task per tile (all variables at once); a Dataset's
+    variables are stacked from their (re)chunked arrays. The tile defaults to the cube's shards.
+
+    Raises
+    ------
+    MissingVariableError
+        The cube lacks a variable the model reads.
+    InputError
+        A variable is not 2-D ``(y, x)``, or ``tile_shape`` is not positive.
+    """
+    from geosdm.errors import DataSourceError
+    from geosdm.io.zarr import quiet_zarr
+
+    path = None if isinstance(cube, xr.Dataset) else str(cube)
+    if path is None:
+        ds = cube
+    else:
+        try:
+            with quiet_zarr():
+                ds = xr.open_dataset(path, engine="zarr", chunks=None, cache=False, zarr_format=3,
+                                     storage_options=dict(storage_options) if storage_options else None)
+        except FileNotFoundError as err:
+            raise DataSourceError(f"no cube at {path!r}; build it first (geosdm cube build) or fix the path") from err
+    missing = [v for v in variables if v not in ds.data_vars]
+    if missing:
+        raise MissingVariableError(
+            f"cube lacks variable(s) {missing} needed by model.feature_names_; it has "
+            f"{sorted(map(str, ds.data_vars))}. "
+            "Rebuild the cube with them or refit the model on this cube's variables"
+        )
+    bad = [v for v in variables if ds[v].dims != ("y", "x")]
+    if bad:
+        raise InputError(f"cube variables {bad} must have dims ('y', 'x'); select one time step or band first")
+    if tile_shape is None:
+        tile_shape = _shards(ds, variables)
+        if tile_shape is None:
+            chunks = ds[variables[0]].chunks
+            tile_shape = (max(chunks[0]), max(chunks[1])) if chunks else DEFAULT_TILE
+    ty, tx = (int(v) for v in tile_shape)
+    if ty <= 0 or tx <= 0:
+        raise InputError(f"tile_shape must be positive (y, x) pixel counts, got {tile_shape!r}")
+    ny, nx = ds.sizes["y"], ds.sizes["x"]
+    ty, tx = min(ty, ny), min(tx, nx)
+    if path is None:
+        sub = ds[list(variables)].chunk({"y": ty, "x": tx})
+        stacked = da.stack([sub[v].data.astype(np.float32) for v in variables]).rechunk({0: -1})
+    else:
+        chunks = ((len(variables),), da.core.normalize_chunks(ty, (ny,))[0], da.core.normalize_chunks(tx, (nx,))[0])
+        token = dask.base.tokenize(path, variables, (ty, tx))
+        src = dask.delayed(ds[list(variables)], name=f"geosdm-cube-{token}", traverse=False, pure=True)
+        stacked = da.map_blocks(_read_tile, src, variables=variables, chunks=chunks, dtype=np.float32,
+                                meta=np.empty((0, 0, 0), dtype=np.float32), name=f"geosdm-read-{token}")
+    return stacked, ds, (ty, tx)
+
+
+def _model_key(model: MultiSpeciesSDM, fp: str) -> Any:
+    """The model as one graph key (named by its hash): sent to each worker once, shared by all tile tasks."""
+    return dask.delayed(model, name=f"geosdm-model-{fp}", traverse=False, pure=True)
+
+
+def _block_task(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs, batch_size: int,
+                outputs: tuple[str, ...], offset: float) -> np.ndarray:
+    """``(len(outputs), species, by, bx)``: probability and/or log-intensity of one tile."""
+    f = predict_block(model, np.asarray(data, dtype=np.float32), inputs=inputs, batch_size=batch_size)
+    if outputs == ("log_intensity",):
+        return f[None]
+    p = f.copy() if "log_intensity" in outputs else f
+    probability_inplace(p, model.link_, offset)
+    return np.stack([p, f]) if len(outputs) == 2 else p[None]
+
+
+def predict(
+    model: MultiSpeciesSDM | str | PathLike[str],
+    cube: xr.Dataset | str | PathLike[str],
+    *,
+    area: float | None = None,
+    log_intensity: bool = False,
+    probability: bool = True,
+    tile_shape: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    batch_size: int = 8_192,
+) -> xr.Dataset:
+    """Lazy presence probabilities ``(species, y, x)`` (and log-intensities) of ``model`` over ``cube``.
+
+    Parameters
+    ----------
+    model
+        A fitted ``MultiSpeciesSDM`` or the folder it was saved to.
+    cube
+        Covariate cube (Dataset or Zarr path/URL) holding every variable the model reads, on dims ``(y, x)``.
+    area
+        Area in m² the probability refers to (cloglog link), as in ``model.predict_proba(..., area=)``;
+        None: the model's unit (``area_unit_m2_``). Ignored by logit models.
+    log_intensity
+        Add ``log_intensity`` (the network's output ``f``; relative intensity is ``exp(f)``).
+    probability
+        Include ``probability`` (set False for log-intensities only).
+    tile_shape
+        Cells (y, x) per task and per output chunk (default: the cube's shards).
+    storage_options
+        fsspec options to open a remote cube.
+    batch_size
+        Cells per forward pass inside a tile (8,192: activations stay in cache; 2x faster than 65,536 for a
+        250-wide MLP on the benchmark machine).
+
+    Returns
+    -------
+    xarray.Dataset
+        float32 ``probability`` / ``log_intensity`` on ``(species, y, x)``, Dask chunks ``(species, *tile)``,
+        the cube's ``spatial_ref``; NaN where any input variable is NaN.
+
+    Example
+    -------
+    >>> out = predict(model, "cube.zarr", area=400.0)  # doctest: +SKIP
+    >>> out.probability.sel(species="plant_01").plot()  # doctest: +SKIP
+    """
+    m = as_model(model)
+    if not (probability or log_intensity):
+        raise InputError("probability=False and log_intensity=False leave nothing to predict; enable one of them")
+    if int(batch_size) <= 0:
+        raise InputError(f"batch_size={batch_size!r} must be a positive number of cells")
+    inputs = model_inputs(m)
+    if not inputs.variables:
+        raise InputError("the model reads no cube variables (no feature_names_, series or patch variables)")
+    stacked, ds, _ = open_input(cube, inputs.variables, tile_shape=tile_shape, storage_options=storage_options)
+    fp = model_fingerprint(m)
+    out_chunks = ((len(m.species_),), *stacked.chunks[1:])
+    if inputs.halo:
+        h = inputs.halo
+        small = min(min(stacked.chunks[1]), min(stacked.chunks[2]))
+        if small < h:
+            raise InputError(
+                f"a tile edge of {small} cells is smaller than the patch halo {h}; choose a tile_shape that leaves "
+                f"edge tiles of at least {h} cells (grid {ds.sizes['y']} x {ds.sizes['x']})"
+            )
+        stacked = da.overlap.overlap(stacked, depth={0: 0, 1: h, 2: h}, boundary={0: "none", 1: np.nan, 2: np.nan})
+    outputs = (("probability",) if probability else ()) + (("log_intensity",) if log_intensity else ())
+    offset = area_offset(m, area) if m.link_ == "cloglog" else 0.0
+    both = da.map_blocks(
+        _block_task, _model_key(m, fp), stacked, inputs=inputs, batch_size=int(batch_size), outputs=outputs,
+        offset=offset, new_axis=0, chunks=((len(outputs),), *out_chunks), dtype=np.float32,
+        meta=np.empty((0, 0, 0, 0), dtype=np.float32), token=f"geosdm-predict-{fp}",
+    )
+    coords: dict[str, Any] = {"species": list(m.species_), "y": ds["y"], "x": ds["x"]}
+    if "spatial_ref" in ds.coords:
+        coords["spatial_ref"] = ds["spatial_ref"]
+    dims = ("species", "y", "x")
+    area_m2 = float(area) if area is not None else float(m.area_unit_m2_)
+    attrs = {"geosdm:model_hash": fp, "geosdm:link": m.link_, "geosdm:area_m2": area_m2,
+             "geosdm:cube": str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>",
+             "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", "")}
+    out = xr.Dataset(coords=coords, attrs=attrs)
+    if probability:
+        if m.link_ == "cloglog" and not m.calibrated_:
+            from geosdm.models import UncalibratedWarning
+
+            warnings.warn("the model was fitted without presence/absence or count data: probabilities are relative, "
+                          "not calibrated; fit with loss='integrated' and survey data for calibrated ones",
+                          UncalibratedWarning, stacklevel=2)
+        what = ("presence probability (logit link)" if m.link_ == "logit"
+                else f"presence probability over {area_m2:g} m2 (cloglog link)")
+        out["probability"] = xr.DataArray(both[outputs.index("probability")], dims=dims,
+                                          attrs={"long_name": what, "units": "1"})
+    if log_intensity:
+        out["log_intensity"] = xr.DataArray(both[outputs.index("log_intensity")], dims=dims,
+                                            attrs={"long_name": "log relative intensity", "units": "1"})
+    for v in out.data_vars.values():
+        if "spatial_ref" in out.coords:
+            v.attrs["grid_mapping"] = "spatial_ref"
+    if out.odc.geobox is None or out.odc.geobox.crs is None:
+        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
+    return out

@@ -1,0 +1,323 @@
+"""Prediction on the small demo: lazy == eager, seamless patches, Zarr (uint8/float), resume, cluster + S3, COG, STAC.
+
+The cube is the demo's truth covariates (a stand-in for a built cube, same grid and conventions) stored as
+sharded Zarr v3 with a 40 x 40 cell NaN corner (a "sea" covering one whole 32 x 32 tile). Models are small
+``MultiSpeciesSDM`` fits (one or two epochs): an MLP and a CNN on 5 x 5 covariate patches cut from the cube.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from geosdm.demo import DemoLayout
+from geosdm.errors import InputError, MissingVariableError
+from geosdm.predict import (
+    PredictConfig,
+    encode_probability,
+    export_cogs,
+    model_fingerprint,
+    open_predictions,
+    predict,
+    run_prediction,
+    write_predictions,
+    write_stac,
+)
+
+COVARIATES = ["elevation", "bio01", "bio12", "lc_3", "s2_ndvi_jja"]
+SEA = (slice(0, 40), slice(0, 40))
+TILE = (32, 32)
+
+
+def _no_compute(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a lazy path computed")
+
+
+@pytest.fixture(scope="module")
+def cube_path(demo_small: DemoLayout, tmp_path_factory: pytest.TempPathFactory) -> str:
+    truth = xr.open_zarr(demo_small.truth_zarr)[COVARIATES].load()
+    for v in COVARIATES:
+        truth[v][SEA] = np.nan
+    path = tmp_path_factory.mktemp("predict") / "cube.zarr"
+    enc = {v: {"chunks": (16, 16), "shards": TILE} for v in truth.data_vars}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        truth.to_zarr(path, zarr_format=3, encoding=enc, consolidated=True)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cube(cube_path: str) -> xr.Dataset:
+    return xr.open_zarr(cube_path).load()
+
+
+@pytest.fixture(scope="module")
+def table(demo_small: DemoLayout, cube_path: str) -> pd.DataFrame:
+    from geosdm.records import read_records, training_table
+
+    recs = pd.concat([read_records(demo_small.presence_only_csv), read_records(demo_small.surveys_parquet)],
+                     ignore_index=True)
+    return training_table(recs, cube_path, n_background=300, block_size=1_500, seed=1, variables=COVARIATES,
+                          max_missing=0.5).table
+
+
+@pytest.fixture(scope="module")
+def mlp(table: pd.DataFrame) -> Any:
+    from geosdm.models import MultiSpeciesSDM
+
+    return MultiSpeciesSDM(loss="integrated", epochs=2, hidden=32, val_size=0, seed=0).fit(table)
+
+
+@pytest.fixture(scope="module")
+def cnn(table: pd.DataFrame, cube_path: str) -> Any:
+    from geosdm.models import MultiSpeciesSDM
+
+    model = MultiSpeciesSDM(network="cnn", loss="integrated", covariates=COVARIATES, epochs=1, width=8, n_blocks=1,
+                            patch_size=5, val_size=0, seed=0).fit(table, cube=cube_path)
+    assert model.patch_["variables"] == COVARIATES
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(mlp: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(mlp.save(tmp_path_factory.mktemp("model") / "mlp"))
+
+
+@pytest.fixture(scope="module")
+def store(model_dir: str, cube_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The reference output: uint8, uninterrupted, local threads."""
+    path = str(tmp_path_factory.mktemp("out") / "probability.zarr")
+    write_predictions(model_dir, cube_path, path, tile_shape=TILE)
+    return path
+
+
+def _files(root: str, fs: Any = None) -> dict[str, bytes]:
+    import fsspec
+
+    fs = fs or fsspec.filesystem("file")
+    base = root.split("://", 1)[-1].rstrip("/")
+    return {p[len(base):]: fs.cat_file(p) for p in fs.find(base)}
+
+
+# ------------------------------------------------------------------------------------------------------ lazy
+
+
+def test_lazy_equals_eager_and_skips_nodata(mlp: Any, cube_path: str, cube: xr.Dataset) -> None:
+    with dask.config.set(scheduler=_no_compute):
+        out = predict(mlp, cube_path, tile_shape=TILE, log_intensity=True, area=400.0)
+    assert out.probability.chunks == ((len(mlp.species_),), (32, 32, 32, 4), (32, 32, 32, 4))
+    graph = dict(out.__dask_graph__())
+    models = [k for k in graph if str(k).startswith("geosdm-model-")]
+    assert models == [f"geosdm-model-{model_fingerprint(mlp)}"]  # the model is one key, shared by all tiles
+    lazy = out.compute()
+    eager_p = mlp.predict_proba(cube, area=400.0)
+    eager_f = mlp.predict(cube, log=True)
+    np.testing.assert_allclose(lazy.probability.values, eager_p.values, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(lazy.log_intensity.values, eager_f.values, rtol=1e-5, atol=1e-5)
+    assert np.isnan(lazy.probability.values[:, SEA[0], SEA[1]]).all()
+    assert np.isfinite(lazy.probability.values[:, 40:, 40:]).all()
+    assert list(lazy.species.values) == list(mlp.species_) and "spatial_ref" in lazy.coords
+
+
+def test_patch_model_tiles_without_seams(cnn: Any, cube_path: str, cube: xr.Dataset) -> None:
+    eager = cnn.predict(cube, log=True).values
+    for tile in [(16, 16), (32, 48)]:
+        lazy = predict(cnn, cube_path, tile_shape=tile, log_intensity=True, probability=False).log_intensity.values
+        np.testing.assert_allclose(lazy, eager, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="halo"):
+        predict(cnn, cube_path, tile_shape=(33, 33))  # 100 = 3 x 33 + 1: an edge tile of 1 cell < halo 2
+
+
+def test_errors_name_the_problem(mlp: Any, cube: xr.Dataset, model_dir: str, cube_path: str, tmp_path: Path) -> None:
+    from geosdm.models import MultiSpeciesSDM
+
+    with pytest.raises(MissingVariableError, match="bio12"):
+        predict(mlp, cube.drop_vars("bio12"))
+    with pytest.raises(InputError, match="not a fitted"):
+        predict(MultiSpeciesSDM(), cube)
+    with pytest.raises(InputError, match="dtype"):
+        write_predictions(mlp, cube, tmp_path / "x.zarr", dtype="int16")  # type: ignore[arg-type]
+    write_predictions(model_dir, cube_path, tmp_path / "a.zarr", tile_shape=TILE)
+    with pytest.raises(InputError, match="different configuration"):
+        write_predictions(model_dir, cube_path, tmp_path / "a.zarr", tile_shape=TILE, area=400.0)
+
+
+# ------------------------------------------------------------------------------------------------------ zarr
+
+
+def test_zarr_uint8_decodes_with_provenance(store: str, mlp: Any, model_dir: str, cube_path: str) -> None:
+    ds = xr.open_zarr(store).load()  # plain xarray decodes scale_factor/_FillValue
+    raw = open_predictions(store, decode=False).probability.load()
+    assert open_predictions(store).probability.chunks == ((len(mlp.species_),), (32, 32, 32, 4), (32, 32, 32, 4))
+    lazy = predict(mlp, cube_path, tile_shape=TILE).probability.values
+    assert raw.dtype == np.uint8 and int(raw.max()) == 255 and int(raw.values[:, 50:, 50:].max()) <= 250
+    np.testing.assert_array_equal(raw.values, encode_probability(lazy, "uint8"))
+    assert np.nanmax(np.abs(ds.probability.values - lazy)) <= 0.002 + 1e-6
+    assert np.isnan(ds.probability.values[:, SEA[0], SEA[1]]).all()
+    enc = ds.probability.encoding
+    assert tuple(enc["shards"]) == (len(mlp.species_), *TILE) and tuple(enc["chunks"]) == (1, *TILE)
+    assert ds.attrs["geosdm:model_hash"] == model_fingerprint(mlp)
+    assert ds.attrs["geosdm:model_path"] == model_dir and ds.attrs["geosdm:cube"]["path"] == cube_path
+    assert ds.attrs["geosdm:config"]["dtype"] == "uint8" and 0.8 < ds.attrs["geosdm:valid_fraction"] < 0.9
+    assert ds.probability.attrs["units"] == "1"
+    f32 = write_predictions(mlp, cube_path, Path(store).with_name("f32.zarr"), dtype="float32", tile_shape=TILE,
+                            log_intensity=True)
+    assert f32.n_tiles == 16 and f32.n_empty == 1  # the tile fully in the sea is skipped
+    out = open_predictions(f32.path).load()
+    np.testing.assert_array_equal(out.probability.values, lazy)
+    assert out.log_intensity.dtype == np.float32
+
+
+def test_kill_and_resume_gives_identical_bytes(model_dir: str, cube_path: str, tmp_path: Path) -> None:
+    ref = tmp_path / "ref.zarr"
+    write_predictions(model_dir, cube_path, ref, tile_shape=(16, 16))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from geosdm.cli._predict import app; app()", "run", model_dir, cube_path, str(out),
+           "--tile", "16", "--no-cogs", "--no-stac", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    progress = out / "probability.zarr.progress"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(progress.glob("tile_*.json"))) < 3:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(list(progress.glob("tile_*.json")))
+    assert 0 < n_before < 49, "the kill must land mid-run"
+    report = write_predictions(model_dir, cube_path, out / "probability.zarr", tile_shape=(16, 16))
+    assert report.n_resumed == n_before and report.n_tiles == 49
+    assert _files(str(out / "probability.zarr")) == _files(str(ref))
+
+
+def test_cluster_by_address_and_s3_match_local(mlp: Any, store: str, cube_path: str, tmp_path: Path,
+                                               s3: Any) -> None:
+    """Cube read from S3 and output written to S3 by worker processes of a cluster reached by its address."""
+    import fsspec
+    from dask.distributed import LocalCluster
+
+    fs = fsspec.filesystem("s3", **s3.storage_options)
+    fs.put(cube_path, "predict/cube.zarr", recursive=True)
+    url = "s3://predict/run/probability.zarr"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        report = write_predictions(mlp, "s3://predict/cube.zarr", url, tile_shape=TILE,
+                                   storage_options=s3.storage_options, cube_storage_options=s3.storage_options,
+                                   client=cluster.scheduler_address)
+        cogs = export_cogs(url, "s3://predict/run/cogs", species=["plant_01"], multiband=False,
+                           storage_options=s3.storage_options, client=cluster.scheduler_address)
+    assert report.n_tiles == 16 and report.n_resumed == 0 and report.n_empty == 1
+    remote, local = _files(url, fs), _files(store)
+    assert remote.pop("/zarr.json") != local.pop("/zarr.json")  # group attrs name the cube's and model's origin
+    assert remote == local  # every array (metadata, shards) byte for byte
+    np.testing.assert_array_equal(open_predictions(url, storage_options=s3.storage_options).probability.values,
+                                  open_predictions(store).probability.values)
+    local_cog = export_cogs(store, tmp_path / "cogs", species=["plant_01"], multiband=False)[0]
+    assert fs.cat_file(cogs[0].path) == Path(local_cog.path).read_bytes()
+
+
+# ------------------------------------------------------------------------------------------------ COG, STAC
+
+
+def test_cogs_are_valid_and_equal_the_store(store: str, tmp_path: Path) -> None:
+    import rasterio
+    import rioxarray
+    from rio_cogeo.cogeo import cog_validate
+
+    species = ["plant_01", "pest_01"]
+    cogs = export_cogs(store, tmp_path / "cogs", species=species, blocksize=32)
+    assert [c.key for c in cogs] == ["probability_plant_01", "probability_pest_01", "probability"]
+    assert sorted(p.name for p in (tmp_path / "cogs").iterdir()) == sorted(Path(c.path).name for c in cogs)
+    decoded = open_predictions(store).probability.load()
+    for cog in cogs:
+        assert cog.valid and cog_validate(cog.path, strict=True)[0]
+        with rasterio.open(cog.path) as src:
+            assert src.overviews(1) == [2, 4] and src.nodata == 255 and src.scales[0] == pytest.approx(0.004)
+            assert src.descriptions == tuple(cog.species)
+        r = rioxarray.open_rasterio(cog.path, mask_and_scale=True)
+        np.testing.assert_allclose(r.values, decoded.sel(species=list(cog.species)).values, atol=1e-6)
+
+
+def test_stac_items_load_with_odc_stac(store: str, tmp_path: Path) -> None:
+    import odc.stac
+    import pystac
+
+    cogs = export_cogs(store, tmp_path / "cogs", species=["plant_01", "pest_01"])
+    out = write_stac(store, cogs, tmp_path / "stac", collection_id="demo-predictions", item_id="demo")
+    coll = pystac.Collection.from_file(out.collection)
+    item = next(iter(coll.get_items()))
+    assert item.properties["proj:code"] == "EPSG:2154" and item.properties["proj:shape"] == [100, 100]
+    band = item.assets["probability_plant_01"].extra_fields["raster:bands"][0]
+    assert (band["data_type"], band["nodata"], band["scale"], band["offset"]) == ("uint8", 255, 0.004, 0.0)
+    assert item.assets["zarr"].media_type == "application/vnd+zarr"
+    loaded = odc.stac.load([item], bands=["probability_plant_01", "probability.2"])
+    decoded = open_predictions(store).probability.load()
+    for name, sp in [("probability_plant_01", "plant_01"), ("probability.2", "pest_01")]:
+        raw = loaded[name].isel(time=0).values
+        values = np.where(raw == band["nodata"], np.nan, raw * band["scale"] + band["offset"])
+        np.testing.assert_allclose(values, decoded.sel(species=sp).values, atol=1e-6)
+    zarr_asset = item.assets["zarr"]
+    opened = xr.open_dataset(zarr_asset.href, **zarr_asset.extra_fields["xarray:open_kwargs"])
+    assert opened.probability.shape == decoded.shape
+
+
+def test_cli_run_writes_zarr_cogs_and_stac(model_dir: str, cube_path: str, tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from geosdm.cli._predict import app
+
+    root = typer.Typer()
+    root.add_typer(app, name="predict")  # as the lead registers it
+    root.command("noop")(lambda: None)
+    res = CliRunner().invoke(root, ["predict", "run", model_dir, cube_path, str(tmp_path / "out"), "--tile", "32",
+                                    "--species", "plant_01", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "16 tiles (0 resumed, 1 without valid cells)" in res.output
+    assert sorted(p.name for p in (tmp_path / "out" / "cogs").iterdir()) == ["probability.tif", "probability_plant_01.tif"]
+    assert (tmp_path / "out" / "stac" / "collection.json").is_file()
+
+
+def test_run_prediction_from_config(mlp: Any, cube_path: str, tmp_path: Path) -> None:
+    cfg = PredictConfig(cube=cube_path, output=str(tmp_path / "p"), dtype="float16", cogs=False,
+                        tile_shape=TILE)
+    report = run_prediction(cfg, model=mlp)
+    assert report.write.n_tiles == 16 and report.cogs == [] and report.stac is not None
+    assert xr.open_zarr(cfg.zarr_path).probability.encoding["dtype"] == np.float16
+    with pytest.raises(ValueError, match="extra"):
+        PredictConfig.model_validate({"model": "m", "cube": "c", "output": "o", "tiles": 3})
+
+
+@pytest.mark.gpu
+def test_cuda_prediction_matches_cpu(mlp: Any, cube_path: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from sklearn.base import clone
+
+    gpu = clone(mlp)
+    gpu.__dict__.update({k: v for k, v in mlp.__dict__.items() if k.endswith("_")})
+    gpu.set_params(device="cuda")
+    a = predict(mlp, cube_path, tile_shape=TILE).probability.values
+    b = predict(gpu, cube_path, tile_shape=TILE).probability.values
+    np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    from geosdm.services.s3 import S3Server, create_bucket
+
+    with S3Server() as server:
+        create_bucket(server.endpoint_url, "predict")
+        yield server
