@@ -19,6 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geosdm.cube.config import CubeConfig
+from geosdm.models.config import TrainConfig
+from geosdm.predict.run import PredictConfig
 from geosdm.errors import InputError
 from geosdm.sources import substitute_env
 
@@ -26,7 +28,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records")
+STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict")
 
 
 class _Frozen(BaseModel):
@@ -75,6 +77,8 @@ class PipelineConfig(_Frozen):
     search: SearchStep | None = None
     cube: CubeConfig | None = None
     records: RecordsStep | None = None
+    train: TrainConfig | None = None
+    predict: PredictConfig | None = None
 
 
 @dataclass
@@ -144,6 +148,10 @@ def run_pipeline(
                 result.outputs["cube"] = _run_cube(config.cube, served, emit, progress, client)  # type: ignore[arg-type]
             elif step == "records":
                 result.outputs["records"] = _run_records(config, emit)
+            elif step == "train":
+                result.outputs["train"] = _run_train(config.train, emit)  # type: ignore[arg-type]
+            elif step == "predict":
+                result.outputs["predict"] = _run_predict(config.predict, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
     return result
 
 
@@ -230,3 +238,25 @@ def _run_records(config: PipelineConfig, emit: Event) -> Any:
                     f"{summary['covariates']} covariates; dropped {summary['dropped'] or 'nothing'}; "
                     f"covariates left out for gaps: {list(summary['excluded_covariates']) or 'none'}", {"summary": summary})
     return tt
+
+
+def _run_train(cfg: TrainConfig, emit: Event) -> Any:
+    from geosdm.models.config import train_from_config
+
+    emit("train", f"training {cfg.model.get('network', 'mlp')} / {cfg.model.get('loss', 'deepmaxent')} on {cfg.table or cfg.records}", {})
+    model = train_from_config(cfg)
+    hist = getattr(model, "history_", None) or []
+    last = hist[-1] if hist else {}
+    emit("train", f"model saved to {cfg.output}: {len(model.species_)} species, {len(model.feature_names_)} covariates"
+                  + (f", last epoch {last}" if last else ""), {"model": cfg.output})
+    return model
+
+
+def _run_predict(cfg: PredictConfig, model: Any, emit: Event, progress: bool, client: Any | None) -> Any:
+    from geosdm.predict.run import run_prediction
+
+    emit("predict", f"predicting over {cfg.cube} -> {cfg.output}", {})
+    report = run_prediction(cfg, model=model, client=client, progress=progress)
+    emit("predict", f"probability cube {cfg.zarr_path} ({report.write.n_tiles} tiles), {len(report.cogs)} COGs, "
+                    f"STAC {report.stac.collection if report.stac else 'none'} in {report.seconds:.1f} s", {"report": report})
+    return report

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+import xarray as xr
 import pytest
 
 from geosdm.io import open_cube
@@ -31,6 +32,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     table = pd.read_parquet(out / "records" / "training.parquet")
     assert {"presence_only", "presence_absence", "count", "background"} == set(table["kind"])
     assert "fold" in table and table["fold"].nunique() == 5 and "bio01" in table
+    assert (out / "model" / "config.json").exists() or any((out / "model").glob("*.json"))
+    probs = xr.open_zarr(out / "predictions" / "probability.zarr")
+    assert probs.sizes["species"] >= 40 and probs["probability"].dims == ("species", "y", "x")
+    assert list((out / "predictions" / "cogs").glob("*.tif"))
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before, "services must stop with the pipeline"
     # a rerun resumes: the demo and the cube are reused, not rebuilt

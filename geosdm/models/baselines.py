@@ -6,8 +6,8 @@ benchmarks evaluate every model the same way. Scores are only rankable within a 
 * :class:`MaxEntBaseline` — elapid's ``MaxentModel`` (defaults: linear + hinge + product features, beta
   multiplier 1.5, background weight 100). Without ``python-glmnet`` elapid silently falls back to
   scikit-learn liblinear with one regularisation strength; the fallback is recorded in ``notes_``. A species
-  whose fit fails (e.g. too few presences for elapid's internal CV, like NCEAS ``nsw30`` with 2 records) is
-  refitted with linear features only, and the fallback is recorded in ``notes_``.
+  with fewer than 3 presences (too few for elapid's internal 3-fold CV, like NCEAS ``nsw30`` with 2 records)
+  or whose fit fails is fitted with linear features only, and that fallback is recorded in ``notes_`` too.
 * :class:`LogisticQuadraticBaseline` — logistic regression on standardised covariates and their squares
   (one-hot categories), presences vs background with balanced class weights.
 * :class:`GradientBoostingBaseline` — scikit-learn histogram gradient boosting with native categorical
@@ -174,20 +174,22 @@ class MaxEntBaseline(_PerSpecies):
 
     def _fit_one(self, name: str, X: pd.DataFrame, y: np.ndarray) -> Any:
         cat = self.categorical_ or None
+        n_pres = int(y.sum())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                if int(y.sum()) < 3:
-                    raise ValueError(f"only {int(y.sum())} presences: too few for elapid's internal 3-fold CV")
-                return self._model(self.feature_types).fit(X, y, categorical=cat)
-            except Exception as err:  # elapid/glmnet raise several types on tiny samples
-                note = (f"{name}: elapid MaxEnt failed ({type(err).__name__}: {err}); refitted with linear "
-                        "features only and no internal CV")
-                self.notes_.append(note)
-                log.warning(note)
-                model = self._model(["linear"])
-                model.use_sklearn = True
-                return model.fit(X, y, categorical=cat)
+            if n_pres >= 3:
+                try:
+                    return self._model(self.feature_types).fit(X, y, categorical=cat)
+                except Exception as err:  # elapid/glmnet raise several types on tiny samples
+                    note = f"{name}: elapid MaxEnt failed ({type(err).__name__}: {err})"
+            else:
+                note = f"{name}: {n_pres} presence(s), too few for elapid's internal 3-fold CV"
+            note += "; fitted with linear features only (liblinear, no internal CV) instead"
+            self.notes_.append(note)
+            log.warning(note)
+            model = self._model(["linear"])
+            model.use_sklearn = True
+            return model.fit(X, y, categorical=cat)
 
     def _score(self, model: Any, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict(X), dtype="float64").reshape(-1)

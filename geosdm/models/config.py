@@ -163,6 +163,12 @@ def train_from_config(cfg: TrainConfig) -> Any:
             for b in bias_names:
                 table[b] = np.log(np.maximum(table[b].to_numpy(dtype="float64"), 1e-12))
     params = dict(cfg.model)
+    if "covariates" not in params and cfg.table:  # the records step lists the covariates it kept (gaps excluded)
+        import pyarrow.parquet as pq
+
+        listed = (pq.read_schema(cfg.table).metadata or {}).get(b"geosdm:covariates")
+        if listed:
+            params["covariates"] = tuple(listed.decode().split(","))
     model = MultiSpeciesSDM(**params, bias_covariates=tuple(bias_names))
     model.fit(table, cube=cfg.cube)
     model.save(cfg.output)
