@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from geosdm.errors import InputError
 
 __all__ = ["GridConfig", "SourceSpec", "OutputConfig", "CubeConfig"]
 
@@ -96,16 +95,6 @@ class CubeConfig(_Frozen):
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, section: str | None = "cube") -> CubeConfig:
-        import yaml
-        from pydantic import ValidationError
+        from geosdm._yaml import model_from_yaml
 
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"cube configuration {str(p)!r} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-        if section and section in raw:
-            raw = raw[section]
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise InputError(f"invalid cube configuration in {str(p)!r}:\n{err}") from None
+        return model_from_yaml(cls, path, section=section, what="cube")

@@ -102,19 +102,9 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | PathLike[str], *, section: str | None = "train") -> TrainConfig:
         """Load from a YAML file (a pipeline's ``train:`` section, or a file holding the config itself)."""
-        import yaml
-        from pydantic import ValidationError
+        from geosdm._yaml import model_from_yaml
 
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"train configuration {str(p)!r} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-        if section and section in raw:
-            raw = raw[section]
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as err:
-            raise InputError(f"invalid train configuration in {str(p)!r}:\n{err}") from None
+        return model_from_yaml(cls, path, section=section, what="train")
 
 
 def _training_table(cfg: TrainConfig) -> Any:
