@@ -48,7 +48,7 @@ from geosdm.records import extract_covariates, read_records, training_table
 #: fold (``epochs`` is only a cap): the survey-only model has few sites, hence few steps per epoch.
 CONFIG: dict[str, Any] = {
     "network": "mlp", "hidden": 250, "n_blocks": 2, "epochs": 400, "batch_size": 512, "lr": 1e-3,
-    "patience": 10, "val_size": 0.2, "n_members": 1,
+    "patience": 10, "val_size": 0.2, "n_members": 5,
 }
 CACHE = Path(__file__).resolve().parent / ".cache"
 
