@@ -230,9 +230,16 @@ def open_cube(path: str, *, storage_options: dict[str, Any] | None = None, chunk
     """Open a geosdm cube lazily (dask chunks = shards by default)."""
     with quiet_zarr():
         try:
-            return xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, chunks=chunks or {})
+            ds = xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, chunks=chunks or {})
         except FileNotFoundError as err:
             raise DataSourceError(f"no cube at {path!r}; build it first (geosdm cube build) or fix the path") from err
+    if chunks is None:  # xarray chunks by the inner chunks; one dask chunk per shard keeps graphs small
+        shards = {v.encoding["shards"] for v in ds.data_vars.values() if v.encoding.get("shards")}
+        if len(shards) == 1:
+            shard = shards.pop()
+            dims = next(v.dims for v in ds.data_vars.values() if v.encoding.get("shards") == shard)
+            ds = ds.chunk(dict(zip(dims, shard)))
+    return ds
 
 
 def fingerprint(obj: Any) -> str:
