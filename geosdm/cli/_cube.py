@@ -20,27 +20,14 @@ def build(
     """Build (or resume) the cube; prints the report."""
     from rich.console import Console
 
+    from geosdm.cli._cluster import dask_client
     from geosdm.cube import CubeConfig, build_cube
 
     cfg = CubeConfig.from_yaml(config)
     if backend:
         cfg = cfg.model_copy(update={"backend": backend})
-    client = cluster = None
-    if scheduler or workers:
-        from dask.distributed import Client, LocalCluster
-
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            client = Client(cluster)
-    try:
+    with dask_client(scheduler, workers) as client:
         report = build_cube(cfg, client=client, progress=True, overwrite=overwrite)
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
     console = Console()
     console.print(f"[bold]cube[/bold] {report.path}: {len(report.variables)} variables, {report.n_tiles} tiles "
                   f"({report.n_skipped} resumed) in {report.seconds:.1f} s")

@@ -62,6 +62,7 @@ def run(
     """Write (or resume) the probability cube, then COGs and STAC; prints what was written."""
     from rich.console import Console
 
+    from geosdm.cli._cluster import dask_client
     from geosdm.predict import PredictConfig, run_prediction
 
     cfg = PredictConfig(
@@ -71,19 +72,8 @@ def run(
         collection_id=collection, storage_options=_json(storage_options, "--storage-options"),
         cube_storage_options=_json(cube_storage_options, "--cube-storage-options"),
     )
-    client: Any = scheduler or None
-    cluster = None
-    if workers and not scheduler:
-        from dask.distributed import Client, LocalCluster
-
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    try:
+    with dask_client(scheduler, workers) as client:
         report = run_prediction(cfg, client=client, progress=progress, overwrite=overwrite)
-    finally:
-        if cluster is not None:
-            client.close()
-            cluster.close()
     w = report.write
     console = Console()
     console.print(f"[bold]predictions[/bold] {w.path}: {w.species} species, {w.n_tiles} tiles ({w.n_resumed} resumed, "
