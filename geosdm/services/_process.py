@@ -18,7 +18,8 @@ import tempfile
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from types import TracebackType
+from typing import IO, Self
 
 from geosdm.errors import ServiceError
 from geosdm.services._ports import port_is_open, wait_until
@@ -211,6 +212,30 @@ class PortFileService:
             self.stop()
             raise
         log.info("%s at %s:%d (pid %s)", self.label, self.host, self._port, self._child.pid)
+
+    def _check_can_start(self) -> None:
+        """Raise before spawning when the service cannot start (subclasses check their inputs)."""
+
+    def start(self, *, wait: bool = True) -> Self:
+        """Start the server child; with ``wait`` (default) return once it listens, else call :meth:`wait_ready`."""
+        self._check_can_start()
+        self._launch()
+        if wait:
+            self._await()
+        return self
+
+    def wait_ready(self) -> Self:
+        """Wait until a server started with ``start(wait=False)`` listens; returns ``self``."""
+        self._await()
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server child, reap it and free its port (idempotent)."""

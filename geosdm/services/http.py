@@ -13,7 +13,6 @@ import shutil
 from http.server import ThreadingHTTPServer
 from os import PathLike
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -113,24 +112,6 @@ class HttpServer(PortFileService):
         """URL of a path relative to :attr:`root`."""
         return f"{self.url}/{quote(relative.lstrip('/'), safe='/')}"
 
-    def start(self, *, wait: bool = True) -> HttpServer:
-        """Start the server child; with ``wait`` (default) return once it listens, else call :meth:`wait_ready`."""
+    def _check_can_start(self) -> None:
         if not self.root.is_dir():
             raise DataSourceError(f"cannot serve {str(self.root)!r} over HTTP: not a folder; pass an existing folder")
-        self._launch()
-        if wait:
-            self._await()
-        return self
-
-    def wait_ready(self) -> HttpServer:
-        """Wait until a server started with ``start(wait=False)`` listens; returns ``self``."""
-        self._await()
-        return self
-
-    def __enter__(self) -> HttpServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

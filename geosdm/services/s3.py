@@ -11,7 +11,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -87,25 +86,6 @@ class S3Server(PortFileService):
         """fsspec/s3fs options for ``xr.open_zarr(..., storage_options=...)`` and ``to_zarr``."""
         return s3_storage_options(self.endpoint_url, region=self.region)
 
-    def start(self, *, wait: bool = True) -> S3Server:
-        """Start the server child; with ``wait`` (default) return once it listens, else call :meth:`wait_ready`."""
-        self._launch()
-        if wait:
-            self._await()
-        return self
-
-    def wait_ready(self) -> S3Server:
-        """Wait until a server started with ``start(wait=False)`` listens; returns ``self``."""
-        self._await()
-        return self
-
-    def __enter__(self) -> S3Server:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def s3_storage_options(
