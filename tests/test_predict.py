@@ -214,7 +214,7 @@ def test_cluster_by_address_and_s3_match_local(mlp: Any, store: str, cube_path: 
         report = write_predictions(mlp, "s3://predict/cube.zarr", url, tile_shape=TILE,
                                    storage_options=s3.storage_options, cube_storage_options=s3.storage_options,
                                    client=cluster.scheduler_address)
-        cogs = export_cogs(url, "s3://predict/run/cogs", species=["plant_01"], multiband=False,
+        cogs = export_cogs(url, "s3://predict/run/cogs", layers=["plant_01"], multiband=False,
                            storage_options=s3.storage_options, client=cluster.scheduler_address)
     assert report.n_tiles == 16 and report.n_resumed == 0 and report.n_empty == 1
     remote, local = _files(url, fs), _files(store)
@@ -222,7 +222,7 @@ def test_cluster_by_address_and_s3_match_local(mlp: Any, store: str, cube_path: 
     assert remote == local  # every array (metadata, shards) byte for byte
     np.testing.assert_array_equal(open_predictions(url, storage_options=s3.storage_options).probability.values,
                                   open_predictions(store).probability.values)
-    local_cog = export_cogs(store, tmp_path / "cogs", species=["plant_01"], multiband=False)[0]
+    local_cog = export_cogs(store, tmp_path / "cogs", layers=["plant_01"], multiband=False)[0]
     assert fs.cat_file(cogs[0].path) == Path(local_cog.path).read_bytes()
 
 
@@ -235,7 +235,7 @@ def test_cogs_are_valid_and_equal_the_store(store: str, tmp_path: Path) -> None:
     from rio_cogeo.cogeo import cog_validate
 
     species = ["plant_01", "pest_01"]
-    cogs = export_cogs(store, tmp_path / "cogs", species=species, blocksize=32)
+    cogs = export_cogs(store, tmp_path / "cogs", layers=species, blocksize=32)
     assert [c.key for c in cogs] == ["probability_plant_01", "probability_pest_01", "probability"]
     assert sorted(p.name for p in (tmp_path / "cogs").iterdir()) == sorted(Path(c.path).name for c in cogs)
     decoded = open_predictions(store).probability.load()
@@ -243,16 +243,16 @@ def test_cogs_are_valid_and_equal_the_store(store: str, tmp_path: Path) -> None:
         assert cog.valid and cog_validate(cog.path, strict=True)[0]
         with rasterio.open(cog.path) as src:
             assert src.overviews(1) == [2, 4] and src.nodata == 255 and src.scales[0] == pytest.approx(0.004)
-            assert src.descriptions == tuple(cog.species)
+            assert src.descriptions == tuple(cog.layers)
         r = rioxarray.open_rasterio(cog.path, mask_and_scale=True)
-        np.testing.assert_allclose(r.values, decoded.sel(species=list(cog.species)).values, atol=1e-6)
+        np.testing.assert_allclose(r.values, decoded.sel(species=list(cog.layers)).values, atol=1e-6)
 
 
 def test_stac_items_load_with_odc_stac(store: str, tmp_path: Path) -> None:
     import odc.stac
     import pystac
 
-    cogs = export_cogs(store, tmp_path / "cogs", species=["plant_01", "pest_01"])
+    cogs = export_cogs(store, tmp_path / "cogs", layers=["plant_01", "pest_01"])
     out = write_stac(store, cogs, tmp_path / "stac", collection_id="demo-predictions", item_id="demo")
     coll = pystac.Collection.from_file(out.collection)
     item = next(iter(coll.get_items()))

@@ -92,18 +92,19 @@ def cogs_command(
     store: str = typer.Argument(..., help="Prediction store (probability.zarr) written by `geosdm predict run`."),
     out_dir: str = typer.Argument(..., help="Folder or s3:// prefix for the COGs."),
     variable: str = typer.Option("probability", "--variable", help="probability or log_intensity."),
-    species: str = typer.Option(None, "--species", help="Comma-separated species (default: all)."),
+    layers: str = typer.Option(None, "--layers", "--species",
+                               help="Comma-separated layer labels, e.g. species (default: all)."),
     multiband: bool = typer.Option(True, "--multiband/--no-multiband", help="Also write one multi-band COG."),
     storage_options: str = typer.Option(None, "--storage-options", help="JSON fsspec options for store and output."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Export COGs (one per species, plus one multi-band) from an existing prediction store."""
+    """Export COGs (one per layer, e.g. species, plus one multi-band) from an existing prediction or layer store."""
     from rich.console import Console
 
     from geosdm.predict import export_cogs
 
     outs = export_cogs(store, out_dir, variable=variable, multiband=multiband,
-                       species=[s.strip() for s in species.split(",") if s.strip()] if species else None,
+                       layers=[s.strip() for s in layers.split(",") if s.strip()] if layers else None,
                        storage_options=_json(storage_options, "--storage-options"), progress=progress)
     bad = [c.path for c in outs if c.valid is False]
     Console().print(f"COGs: {len(outs)} in {out_dir}" + (f" [red]invalid: {bad}[/red]" if bad else ""))

@@ -1,10 +1,11 @@
-"""Cloud Optimized GeoTIFFs from a prediction store: one per species and one multi-band, with overviews.
+"""Cloud Optimized GeoTIFFs from a layer store: one per layer (species, edge, ...) and one multi-band, with overviews.
 
 Each COG is one task: it reads the store shard by shard into a tiled GeoTIFF on local scratch disk (one shard
 window in memory at a time), then GDAL's COG driver translates it (overviews, tiles in COG order) under a
 temporary name that is renamed (local) or uploaded in one PUT (object store) only when complete, so readers
 never see a partial file. uint8 COGs carry the store's scale/offset and nodata 255 in their band metadata,
-band descriptions are species names. Valid per rio-cogeo (checked for local outputs).
+band descriptions are the layer labels (species, edge or variable names). Valid per rio-cogeo (checked for
+local outputs).
 
 ``odc.geo.cog.save_cog_with_dask`` would skip the scratch file but needs ``tifffile`` (not installed) and
 cannot write band scale/offset; hence tiles-then-translate (docs/architecture.md).
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._tasks import connect, run_tasks
+from geosdm.io._tasks import connect, run_tasks
 
 __all__ = ["CogOutput", "export_cogs", "cog_name"]
 
@@ -35,30 +36,47 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CogOutput:
-    """One written COG: where, which species (band order) and how to decode its values."""
+    """One written COG: where, which layers (band order, labels along ``dim``) and how to decode its values."""
 
     path: str
     variable: str
-    species: tuple[str, ...]
+    layers: tuple[str, ...]
     dtype: str
     nodata: float
     scale: float
     offset: float
     shape: tuple[int, int]
     valid: bool | None  # rio-cogeo validation (None: remote, not checked)
-    multiband: bool = False  # the one-band-per-species COG (else a single species)
+    multiband: bool = False  # the one-band-per-layer COG (else a single layer)
+    dim: str = "species"  # the store variable's leading dim the layers are labels of
 
     @property
     def key(self) -> str:
-        """STAC asset key: ``<variable>`` (multi-band) or ``<variable>_<species>``."""
-        return cog_name(self.variable, None if self.multiband else self.species[0])[:-4]
+        """STAC asset key: ``<variable>`` (multi-band) or ``<variable>_<layer>``."""
+        return cog_name(self.variable, None if self.multiband else self.layers[0])[:-4]
 
 
-def cog_name(variable: str, species: str | None = None) -> str:
-    """File name of a COG: ``<variable>.tif`` (all species) or ``<variable>_<species>.tif`` (safe characters)."""
-    if species is None:
+def cog_name(variable: str, layer: str | None = None) -> str:
+    """File name of a COG: ``<variable>.tif`` (all layers) or ``<variable>_<layer>.tif`` (safe characters)."""
+    if layer is None:
         return f"{variable}.tif"
-    return f"{variable}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', species)}.tif"
+    return f"{variable}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer)}.tif"
+
+
+def _layer_dim(var: Any) -> str | None:
+    """The leading dim of a ``(lead, y, x)`` variable (None for a single ``(y, x)`` map)."""
+    if var.ndim == 2:
+        return None
+    if var.ndim != 3:
+        raise InputError(f"variable {var.name!r} has dims {var.dims}; COGs need (layer, y, x) or (y, x)")
+    return str(var.dims[0])
+
+
+def _labels(var: Any) -> list[str]:
+    dim = _layer_dim(var)
+    if dim is None:
+        return [str(var.name)]
+    return [str(s) for s in var[dim].values] if dim in var.coords else [str(i) for i in range(var.sizes[dim])]
 
 
 def _open_raw(src: str, storage_options: dict[str, Any] | None) -> Any:
@@ -79,9 +97,11 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
     from rasterio.windows import Window
 
     ds = _open_raw(src, storage_options)
-    var = ds[variable].isel(species=list(bands))
+    var = ds[variable]
+    dim = _layer_dim(var)
+    labels = tuple(_labels(var)[i] for i in bands)
+    var = var.expand_dims("_layer") if dim is None else var.isel({dim: list(bands)})
     gbox = ds.odc.geobox
-    species = tuple(str(s) for s in var["species"].values)
     packed = var.dtype == np.uint8
     dtype = "uint8" if packed else "float32"
     nodata = float(var.attrs.get("_FillValue", var.encoding.get("_FillValue", 255))) if packed else float("nan")
@@ -103,7 +123,7 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
                         h, w = min(ty, ny - y0), min(tx, nx - x0)
                         block = np.asarray(var[:, y0 : y0 + h, x0 : x0 + w].values, dtype=dtype)
                         out.write(block, window=Window(x0, y0, w, h))
-                out.descriptions = species
+                out.descriptions = labels
                 out.scales, out.offsets = (scale,) * len(bands), (offset,) * len(bands)
                 out.update_tags(geosdm_model_hash=str(ds.attrs.get("geosdm:model_hash", "")), geosdm_variable=variable,
                                 units=str(var.attrs.get("units", "1")))
@@ -130,7 +150,8 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
         valid, errors, _ = cog_validate(dst, quiet=True)
         if not valid:
             log.warning("COG %s failed rio-cogeo validation: %s", dst, errors)
-    return CogOutput(dst, variable, species, dtype, nodata, scale, offset, (int(ny), int(nx)), valid, multiband)
+    return CogOutput(dst, variable, labels, dtype, nodata, scale, offset, (int(ny), int(nx)), valid, multiband,
+                     dim or variable)
 
 
 def export_cogs(
@@ -138,8 +159,8 @@ def export_cogs(
     out_dir: str | PathLike[str],
     *,
     variable: str = "probability",
-    species: Sequence[str] | None = None,
-    per_species: bool = True,
+    layers: Sequence[str] | None = None,
+    per_layer: bool = True,
     multiband: bool = True,
     storage_options: dict[str, Any] | None = None,
     blocksize: int = 512,
@@ -150,21 +171,21 @@ def export_cogs(
     progress: bool = False,
     compute: bool = True,
 ) -> list[CogOutput] | Any:
-    """Write COGs of ``variable`` from the prediction store ``store`` into ``out_dir``.
+    """Write COGs of ``variable`` from the layer store ``store`` (predictions, interactions, ...) into ``out_dir``.
 
     Parameters
     ----------
     store
-        Prediction store written by :func:`geosdm.predict.write_predictions` (path or URL).
+        Store written by :func:`geosdm.io.write_layers` (e.g. :func:`geosdm.predict.write_predictions`).
     out_dir
         Output folder or ``s3://`` prefix (same ``storage_options`` as the store).
     variable
-        ``"probability"`` or ``"log_intensity"``.
-    species
-        Species to export (default: all).
-    per_species, multiband
-        One single-band COG per species (``<variable>_<species>.tif``) and/or one band per species
-        (``<variable>.tif``).
+        A ``(layer, y, x)`` or ``(y, x)`` variable, e.g. ``"probability"`` (layers = species).
+    layers
+        Labels along the variable's leading dim to export (species names for predictions; default: all).
+    per_layer, multiband
+        One single-band COG per layer (``<variable>_<layer>.tif``) and/or one band per layer
+        (``<variable>.tif``); a ``(y, x)`` variable gives one COG.
     blocksize, overview_resampling, compress
         COG tile side in pixels, GDAL overview resampling, GDAL compression.
     scratch_dir
@@ -178,16 +199,16 @@ def export_cogs(
 
     Returns
     -------
-    list of CogOutput, per-species COGs first, then the multi-band one (Delayed when ``compute=False``).
+    list of CogOutput, per-layer COGs first, then the multi-band one (Delayed when ``compute=False``).
 
     Raises
     ------
     MissingVariableError
-        ``store`` has no ``variable`` or lacks a requested species.
+        ``store`` has no ``variable`` or lacks a requested layer.
 
     Example
     -------
-    >>> export_cogs("out/probability.zarr", "out/cogs", species=["plant_01"], multiband=False)  # doctest: +SKIP
+    >>> export_cogs("out/probability.zarr", "out/cogs", layers=["plant_01"], multiband=False)  # doctest: +SKIP
     """
     import dask
     import fsspec
@@ -197,21 +218,23 @@ def export_cogs(
     if variable not in ds.data_vars:
         raise MissingVariableError(
             f"store {src!r} has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}")
-    names = [str(s) for s in ds["species"].values]
-    wanted = list(species) if species is not None else names
+    names = _labels(ds[variable])
+    if _layer_dim(ds[variable]) is None:
+        per_layer, multiband = False, True
+    wanted = list(layers) if layers is not None else names
     unknown = [s for s in wanted if s not in names]
     if unknown:
         more = "..." if len(names) > 10 else ""
-        raise MissingVariableError(f"store {src!r} lacks species {unknown}; it has {names[:10]}{more}")
-    if not (per_species or multiband):
-        raise InputError("per_species=False and multiband=False export nothing; enable one of them")
+        raise MissingVariableError(f"store {src!r} lacks {_layer_dim(ds[variable])} {unknown}; it has {names[:10]}{more}")
+    if not (per_layer or multiband):
+        raise InputError("per_layer=False and multiband=False export nothing; enable one of them")
     out = str(out_dir).rstrip("/")
     if len({cog_name(variable, s) for s in wanted}) != len(wanted):
-        raise InputError(f"species names {wanted} collide once made file-safe; export them in separate calls")
+        raise InputError(f"layer names {wanted} collide once made file-safe; export them in separate calls")
     fs, root = fsspec.core.url_to_fs(out, **((storage_options or {}) if "://" in out else {}))
     fs.makedirs(root, exist_ok=True)
     jobs: list[tuple[list[int], str, bool]] = []
-    if per_species:
+    if per_layer:
         jobs += [([names.index(s)], f"{out}/{cog_name(variable, s)}", False) for s in wanted]
     if multiband:
         jobs.append(([names.index(s) for s in wanted], f"{out}/{cog_name(variable)}", True))

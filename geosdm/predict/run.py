@@ -94,7 +94,7 @@ def run_prediction(
     from geosdm.predict.write import write_predictions
 
     t0 = time.perf_counter()
-    from geosdm.predict._tasks import connect
+    from geosdm.io._tasks import connect
 
     if model is None and config.model is None:
         raise InputError("no model: set `model:` (a folder written by MultiSpeciesSDM.save) or pass model=")
@@ -111,7 +111,7 @@ def run_prediction(
             cube_storage_options=config.cube_storage_options, client=c, progress=progress, overwrite=overwrite,
         ))
         if config.cogs:
-            report.cogs = export_cogs(config.zarr_path, f"{out}/cogs", species=config.species,
+            report.cogs = export_cogs(config.zarr_path, f"{out}/cogs", layers=config.species,
                                       multiband=config.multiband, storage_options=config.storage_options, client=c,
                                       progress=progress)
     if config.stac:

@@ -1,7 +1,7 @@
-"""STAC Items and a Collection for prediction outputs, so odc-stac (or any STAC client) loads them back.
+"""STAC Items and a Collection for layer outputs (predictions, interactions, ...), so odc-stac loads them back.
 
-One Item per prediction run (one datetime): a ``zarr`` asset (the probability cube; xarray-assets open
-arguments), one COG asset per species (key ``<variable>_<species>``) and the multi-band COG (key
+One Item per run (one datetime): a ``zarr`` asset (the layer store; xarray-assets open arguments), one COG
+asset per layer (key ``<variable>_<layer>``, e.g. one per species) and the multi-band COG (key
 ``<variable>``). The grid goes in the projection extension (``proj:code``/``proj:wkt2``, ``proj:shape``,
 ``proj:transform``, ``proj:bbox``); each COG band has ``raster:bands`` with data type, nodata, scale and
 offset (uint8 probabilities decode as ``raw * scale + offset``). The Collection's extent covers its Items.
@@ -54,16 +54,19 @@ def prediction_item(
     item_id: str,
     collection_id: str | None = None,
     when: datetime | None = None,
+    title: str | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Any:
-    """A ``pystac.Item`` describing a prediction store and its COGs (hrefs made absolute).
+    """A ``pystac.Item`` describing a layer store (e.g. predictions) and its COGs (hrefs made absolute).
 
     Parameters
     ----------
     store
-        The prediction Zarr store (its grid, species and provenance attributes are read).
+        The Zarr store from :func:`geosdm.io.write_layers` (its grid, layer labels and provenance are read).
     cogs
         COGs from :func:`geosdm.predict.export_cogs` of that store.
+    title
+        Item title (default: the store's ``title`` attribute).
     item_id, collection_id
         Identifiers of the Item and of its Collection.
     when
@@ -78,20 +81,22 @@ def prediction_item(
     from pystac.extensions.projection import ProjectionExtension
     from pystac.extensions.raster import RasterExtension
 
-    from geosdm.predict.write import open_predictions
+    from geosdm.io.layers import open_layers
 
     href = _abs(str(store).rstrip("/"))
-    ds = open_predictions(href, storage_options=storage_options)
+    ds = open_layers(href, storage_options=storage_options)
     gbox = ds.odc.geobox
     footprint = gbox.extent.to_crs("EPSG:4326")
-    species = [str(s) for s in ds["species"].values]
+    lead = sorted({str(d) for v in ds.data_vars.values() for d in v.dims[:-2]})
     props = {
-        "title": f"geosdm predictions {item_id}",
+        "title": title or f"{ds.attrs.get('title', 'geosdm layers')} {item_id}",
         "geosdm:model_hash": ds.attrs.get("geosdm:model_hash"),
-        "geosdm:species": species,
+        **{f"geosdm:{d}": [str(s) for s in ds[d].values] for d in lead if d in ds.coords},
         "geosdm:variables": sorted(map(str, ds.data_vars)),
-        "geosdm:area_m2": (ds.attrs.get("geosdm:config") or {}).get("area_m2"),
     }
+    area = (ds.attrs.get("geosdm:config") or {}).get("area_m2")
+    if area is not None:
+        props["geosdm:area_m2"] = area
     when = when or datetime.now(timezone.utc).replace(microsecond=0)
     item = pystac.Item(item_id, footprint.json, list(footprint.boundingbox), when, props, collection=collection_id)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -100,7 +105,7 @@ def prediction_item(
                transform=list(gbox.affine)[:6], bbox=list(gbox.extent.boundingbox))
     RasterExtension.add_to(item)
     item.add_asset("zarr", pystac.Asset(
-        href, title="prediction cube (Zarr v3)", media_type=pystac.MediaType.ZARR, roles=["data"],
+        href, title=f"{ds.attrs.get('title', 'layer cube')} (Zarr v3)", media_type=pystac.MediaType.ZARR, roles=["data"],
         extra_fields={"xarray:open_kwargs": {"engine": "zarr", "zarr_format": 3, "consolidated": True}},
     ))
     resolution = abs(float(gbox.resolution.x))
@@ -108,10 +113,10 @@ def prediction_item(
         if tuple(cog.shape) != tuple(gbox.shape):
             raise InputError(f"COG {cog.path!r} has shape {cog.shape}, the store {tuple(gbox.shape)}; "
                              "export it from this store")
-        title = f"{cog.variable}, one band per species" if cog.multiband else f"{cog.variable} of {cog.species[0]}"
-        asset = pystac.Asset(_abs(cog.path), title=title, media_type=pystac.MediaType.COG, roles=["data"],
-                             extra_fields={"geosdm:species": list(cog.species)})
-        RasterExtension.ext(asset).bands = [_band(cog, resolution) for _ in cog.species]
+        what = f"{cog.variable}, one band per {cog.dim}" if cog.multiband else f"{cog.variable} of {cog.layers[0]}"
+        asset = pystac.Asset(_abs(cog.path), title=what, media_type=pystac.MediaType.COG, roles=["data"],
+                             extra_fields={f"geosdm:{cog.dim}": list(cog.layers)})
+        RasterExtension.ext(asset).bands = [_band(cog, resolution) for _ in cog.layers]
         item.add_asset(cog.key, asset)
     return item
 
@@ -121,12 +126,12 @@ def prediction_collection(items: Sequence[Any], *, collection_id: str, descripti
     import pystac
 
     if not items:
-        raise InputError("a prediction collection needs at least one Item; write predictions first")
+        raise InputError("a collection needs at least one Item; write the layers (e.g. predictions) first")
     boxes = [i.bbox for i in items]
     bbox = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
     times = [i.datetime for i in items]
     extent = pystac.Extent(pystac.SpatialExtent([bbox]), pystac.TemporalExtent([[min(times), max(times)]]))
-    coll = pystac.Collection(collection_id, description or "geosdm species distribution predictions", extent,
+    coll = pystac.Collection(collection_id, description or "geosdm maps", extent,
                              license="other", title=collection_id, catalog_type=pystac.CatalogType.SELF_CONTAINED)
     coll.stac_extensions = sorted({e for i in items for e in i.stac_extensions})
     for item in items:
@@ -142,9 +147,10 @@ def write_stac(
     collection_id: str,
     item_id: str | None = None,
     when: datetime | None = None,
+    description: str | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> StacOutput:
-    """Write the Item of one prediction run and its Collection under ``stac_dir`` (folder or URL).
+    """Write the Item of one run (a layer store and its COGs) and its Collection under ``stac_dir`` (folder or URL).
 
     Example
     -------
@@ -154,7 +160,7 @@ def write_stac(
 
     item = prediction_item(store, cogs, item_id=item_id or collection_id, collection_id=collection_id, when=when,
                            storage_options=storage_options)
-    coll = prediction_collection([item], collection_id=collection_id)
+    coll = prediction_collection([item], collection_id=collection_id, description=description)
     root = _abs(str(stac_dir).rstrip("/"))
     coll.normalize_hrefs(root)
     opts = (storage_options or {}) if "://" in root else {}
