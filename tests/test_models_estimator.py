@@ -121,6 +121,19 @@ def test_learned_attributes_and_scaling_stored(fitted: MultiSpeciesSDM, world: d
     assert all("val_loss" in h for h in fitted.training_.history)  # early stopping on a spatial fold
 
 
+def test_decision_function_on_columns_equals_predict(fitted: MultiSpeciesSDM, world: dict) -> None:
+    frame = world["po"][["temp", "rain"]].reset_index(drop=True).copy()
+    frame.loc[3, "rain"] = np.nan
+    expected = fitted.predict(frame, log=True).to_numpy()
+    columns = {c: frame[c].to_numpy(dtype=np.float32) for c in ("temp", "rain")}  # no DataFrame, float32
+    got = fitted.decision_function(columns, batch_size=7)
+    assert got.dtype == np.float32 and got.shape == (len(frame), len(SPECIES))
+    assert np.isnan(got[3]).all() and np.isfinite(np.delete(got, 3, axis=0)).all()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, equal_nan=True)
+    with pytest.raises(MissingVariableError, match="rain"):
+        fitted.decision_function({"temp": columns["temp"]})
+
+
 # ------------------------------------------------------------------------------------------- validation
 def test_missing_covariates_are_named(world: dict, fitted: MultiSpeciesSDM) -> None:
     with pytest.raises(MissingVariableError, match=r"lacks covariate column\(s\) \['rain'\]"):

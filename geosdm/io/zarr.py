@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +44,11 @@ class VariableSpec:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     extra_dims: tuple[tuple[str, int], ...] = ()  # leading dims, e.g. (("species", 40),)
     extra_chunks: tuple[int, ...] | None = None  # inner-chunk sizes along extra_dims (default: whole dims)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
 
 
 @contextmanager
@@ -191,9 +197,23 @@ class CubeStore:
         self._mark(index, info)
 
     def _mark(self, index: tuple[int, int], info: Mapping[str, Any] | None) -> None:
-        self.fs.makedirs(self.progress_path, exist_ok=True)
-        with self.fs.open(self._marker(index), "w") as f:
-            json.dump({"index": list(index), **(dict(info or {}))}, f, default=str)
+        """Write a tile's marker atomically: a kill never leaves a partial marker that a resume would trust.
+
+        Object stores make a PUT visible only when complete; on a file system the marker is written under a
+        temporary name (not ``*.json``, so :meth:`done_tiles` ignores it) and renamed.
+        """
+        fs = self.fs
+        fs.makedirs(self.progress_path, exist_ok=True)
+        text = json.dumps({"index": list(index), **(dict(info or {}))}, default=str)
+        final = self._marker(index)
+        if not _is_local(fs):
+            with fs.open(final, "w") as f:
+                f.write(text)
+            return
+        tmp = f"{final}.partial-{uuid.uuid4().hex[:8]}"
+        with fs.open(tmp, "w") as f:
+            f.write(text)
+        fs.mv(tmp, final)
 
     def tile_infos(self) -> list[dict[str, Any]]:
         """The info dicts written with each tile's marker (failures, gaps), in tile order."""

@@ -1,7 +1,9 @@
 """Feature encoding stored with a model: standardised numeric covariates and one-hot categorical ones.
 
 A :class:`FeatureEncoder` is fitted once on the training sites and saved in the model's JSON config, so
-prediction applies exactly the training scaling. Categorical covariates (pandas ``category``/object columns,
+prediction applies exactly the training scaling. ``transform`` takes a DataFrame or, on the prediction path,
+a mapping of column name -> 1-D array (no DataFrame to build per batch; float columns are scaled in float32
+without copies through pandas). Categorical covariates (pandas ``category``/object columns,
 or names passed as ``categorical``) become one column per training category; unseen categories encode as
 all zeros. Non-finite inputs make the row invalid (reported, never silently imputed).
 """
@@ -17,7 +19,10 @@ import pandas as pd
 
 from geosdm.errors import InputError, MissingVariableError
 
-__all__ = ["FeatureEncoder", "is_categorical"]
+__all__ = ["Columns", "FeatureEncoder", "is_categorical", "check_columns", "column_values", "n_rows"]
+
+#: Covariates by name: a DataFrame, or a mapping of column name -> 1-D array (all of one length).
+Columns = pd.DataFrame | Mapping[str, np.ndarray]
 
 
 def is_categorical(values: pd.Series) -> bool:
@@ -94,13 +99,14 @@ class FeatureEncoder:
     def n_outputs(self) -> int:
         return len(self.output_names)
 
-    def transform(self, frame: pd.DataFrame, *, what: str = "X") -> tuple[np.ndarray, np.ndarray]:
-        """Encode ``frame``; returns the float32 ``(n, n_outputs)`` matrix and a boolean mask of valid rows.
+    def transform(self, frame: Columns, *, what: str = "X") -> tuple[np.ndarray, np.ndarray]:
+        """Encode ``frame`` (DataFrame or column mapping); returns the float32 ``(n, n_outputs)`` matrix and a
+        boolean mask of valid rows.
 
         Invalid rows (a NaN numeric value or a missing categorical value) are zero in the matrix.
         """
         check_columns(frame, self.columns, what=what)
-        n = len(frame)
+        n = n_rows(frame)
         out = np.zeros((n, self.n_outputs), dtype=np.float32)
         valid = np.ones(n, dtype=bool)
         k = 0
@@ -108,6 +114,7 @@ class FeatureEncoder:
             col = frame[name]
             if name in self.categories:
                 cats = self.categories[name]
+                col = pd.Series(col) if not isinstance(col, pd.Series) else col
                 values = col.astype(object).to_numpy()
                 missing = pd.isna(col).to_numpy()
                 valid &= ~missing
@@ -119,12 +126,13 @@ class FeatureEncoder:
                 out[np.flatnonzero(hit), k + idx[hit]] = 1.0
                 k += len(cats)
             else:
-                v = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                ok = np.isfinite(v)
-                valid &= ok
-                out[:, k] = np.where(ok, (v - self.means[name]) / self.scales[name], 0.0)
+                z = out[:, k]  # a strided view: scaled in place, no temporaries
+                np.subtract(column_values(col), self.means[name], out=z, casting="unsafe")
+                np.multiply(z, np.float32(1.0 / self.scales[name]), out=z)
+                valid &= np.isfinite(z)
                 k += 1
-        out[~valid] = 0.0
+        if not valid.all():
+            out[~valid] = 0.0
         return out, valid
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,13 +155,35 @@ class FeatureEncoder:
         )
 
 
-def check_columns(frame: pd.DataFrame, columns: Sequence[str], *, what: str = "X") -> None:
+def n_rows(frame: Columns) -> int:
+    """Rows of a DataFrame or of a column mapping (the length of its columns)."""
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if len(frame) else 0
+
+
+def column_values(col: pd.Series | np.ndarray) -> np.ndarray:
+    """A numeric column as an array: float arrays as they are (no copy), anything else coerced (NaN if not a number)."""
+    if isinstance(col, np.ndarray) and col.dtype.kind == "f":
+        return col
+    if isinstance(col, pd.Series) and isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":
+        return col.to_numpy()
+    if not isinstance(col, pd.Series):
+        col = pd.Series(np.asarray(col))
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def check_columns(frame: Columns, columns: Sequence[str], *, what: str = "X") -> None:
     """Raise :class:`MissingVariableError` naming the covariates ``frame`` lacks."""
-    if not isinstance(frame, pd.DataFrame):
-        raise InputError(f"{what} must be a pandas DataFrame with covariate columns; got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
+    if not isinstance(frame, (pd.DataFrame, Mapping)):
+        raise InputError(f"{what} must be a pandas DataFrame (or a mapping of column -> array) with covariate "
+                         f"columns; got {type(frame).__name__}")
+    names = list(frame.columns) if isinstance(frame, pd.DataFrame) else list(frame)
+    if isinstance(frame, Mapping) and len({len(v) for v in frame.values()}) > 1:
+        raise InputError(f"{what} columns have different lengths {sorted({len(v) for v in frame.values()})}")
+    missing = [c for c in columns if c not in names]
     if missing:
-        have = [c for c in frame.columns if c not in missing][:30]
+        have = [c for c in names if c not in missing][:30]
         raise MissingVariableError(
             f"{what} lacks covariate column(s) {missing} needed by the model; it has {have}. "
             "Extract them from the cube (geosdm.records.extract_covariates) or refit with other covariates."

@@ -31,7 +31,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from geosdm.errors import InputError, NotFittedError
-from geosdm.models._features import FeatureEncoder, check_columns
+from geosdm.models._features import Columns, FeatureEncoder, check_columns, column_values, n_rows
 from geosdm.models._prepare import Prepared, prepare, validation_mask
 from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
 from geosdm.models.data import TensorBatches, ZarrSiteDataset, epoch_seed, write_point_store
@@ -407,18 +407,18 @@ class MultiSpeciesSDM(BaseEstimator):
         spec = self.network_spec_.get("member", self.network_spec_)
         return spec["name"] == "cnn" or bool(spec.get("channels"))
 
-    def _inputs(self, X: pd.DataFrame, patches: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _inputs(self, X: Columns, patches: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         tab, valid = self.encoder_.transform(X)
         inputs = {"tabular": tab}
         if self.series_:
             cols = [c for g in self.series_ for c in g]
             check_columns(X, cols)
-            v = X[cols].to_numpy(dtype="float64", na_value=np.nan)
+            v = np.column_stack([column_values(X[c]) for c in cols]).astype("float64")
             mean = np.array([self.encoder_.means[c] for c in cols])
             scale = np.array([self.encoder_.scales[c] for c in cols])
             z = (v - mean) / scale
             valid &= np.isfinite(z).all(axis=1)
-            inputs["series"] = np.nan_to_num(z).astype(np.float32).reshape(len(X), len(self.series_), -1)
+            inputs["series"] = np.nan_to_num(z).astype(np.float32).reshape(n_rows(X), len(self.series_), -1)
         if self._needs_patches():
             if patches is None:
                 raise InputError(
@@ -443,6 +443,9 @@ class MultiSpeciesSDM(BaseEstimator):
                 for s in range(0, n, batch):
                     b = {k: torch.from_numpy(np.ascontiguousarray(v[s : s + batch])).to(device) for k, v in inputs.items()}
                     f = run(b).float().cpu().numpy()
+                    if out is None and f.shape[-2] == n:  # one batch: its output is the result (no copy)
+                        out = f
+                        break
                     if out is None:
                         out = np.empty((*f.shape[:-2], n, f.shape[-1]), dtype=np.float32)
                     out[..., s : s + batch, :] = f
@@ -450,11 +453,26 @@ class MultiSpeciesSDM(BaseEstimator):
             self.network_.to("cpu")
         return out if out is not None else np.empty((0, len(self.species_)), dtype=np.float32)
 
-    def _log_intensity(self, X: pd.DataFrame, patches: Any = None, *, members: bool = False) -> np.ndarray:
+    def _log_intensity(self, X: Columns, patches: Any = None, *, members: bool = False,
+                       batch: int = 65536) -> np.ndarray:
         inputs, valid = self._inputs(X, patches)
-        f = self._forward(inputs, members=members)
-        f[..., ~valid, :] = np.nan
+        f = self._forward(inputs, members=members, batch=batch)
+        if not valid.all():
+            f[..., ~valid, :] = np.nan
         return f
+
+    def decision_function(self, X: Columns, *, patches: Any = None, batch_size: int = 65536) -> np.ndarray:
+        """Log-intensity ``f`` per species as a float32 array ``(n, n_species)`` (NaN where an input is missing).
+
+        The raw score behind :meth:`predict` (``exp(f)``) and :meth:`predict_proba`, without building a
+        DataFrame: ``X`` may be a mapping of covariate name -> 1-D array, the fast path of tiled prediction.
+
+        Example
+        -------
+        >>> f = model.decision_function({"bio01": t, "bio12": p})  # doctest: +SKIP
+        """
+        self._check_fitted()
+        return self._log_intensity(X, patches, batch=int(batch_size))
 
     def predict_members(self, X: pd.DataFrame, *, cube: Any = None, patches: Any = None) -> np.ndarray:
         """Each ensemble member's log-intensity ``(n_members, n, n_species)`` (their spread is an uncertainty).

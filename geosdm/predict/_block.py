@@ -12,7 +12,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from geosdm.predict._model import ModelInputs
 
@@ -33,13 +32,17 @@ def _uses_cuda(model: MultiSpeciesSDM) -> bool:
     return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
-def _forward(model: MultiSpeciesSDM, frame: pd.DataFrame, patches: np.ndarray | None) -> np.ndarray:
+def _forward(model: MultiSpeciesSDM, columns: dict[str, np.ndarray], patches: np.ndarray | None) -> np.ndarray:
+    n = len(next(iter(columns.values()))) if columns else len(patches)  # type: ignore[arg-type]
+    X: Any = columns
+    if not columns:  # patch-only network: rows still need a length
+        import pandas as pd
+
+        X = pd.DataFrame(index=pd.RangeIndex(n))
     if _uses_cuda(model):
         with _CUDA_LOCK:
-            out = model.predict(frame, log=True, patches=patches)
-    else:
-        out = model.predict(frame, log=True, patches=patches)
-    return np.asarray(out.to_numpy(), dtype=np.float32)
+            return model.decision_function(X, patches=patches, batch_size=n)
+    return model.decision_function(X, patches=patches, batch_size=n)
 
 
 def predict_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs,
@@ -80,13 +83,12 @@ def predict_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInpu
     for start in range(0, cells.size, int(batch_size)):
         stop = min(start + int(batch_size), cells.size)
         sel: slice | np.ndarray = slice(start, stop) if dense else cells[start:stop]
-        frame = pd.DataFrame({c: flat[p, sel] for c, p in zip(inputs.columns, col_pos)},
-                             index=pd.RangeIndex(stop - start))
+        columns = {c: flat[p, sel] for c, p in zip(inputs.columns, col_pos)}  # views when dense
         patches = None
         if windows is not None:
             iy, ix = np.divmod(np.arange(start, stop) if dense else cells[start:stop], bx)
             patches = np.ascontiguousarray(windows[:, iy, ix].transpose(1, 0, 2, 3))
-        f = _forward(model, frame, patches)
+        f = _forward(model, columns, patches)
         for r in range(0, f.shape[0], 4096):  # transpose in row blocks: 4x faster than one strided copy
             rows = slice(r, r + 4096)
             if dense:
