@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from geosdm import accessor as _accessor  # noqa: F401  (registers the ``.sdm`` xarray accessor)
 from geosdm.errors import GeoSDMError
 
 __all__ = ["GeoSDMError", "__version__"]

@@ -86,3 +86,13 @@ def test_cogs_and_stac_for_any_leading_dim(tmp_path: Path) -> None:
     item = pystac.Item.from_file(out.items[0])
     assert item.properties["geosdm:edge"] == ["a->b", "b->c", "a->c"]
     assert item.assets["joint"].extra_fields["geosdm:edge"] == ["a->b", "b->c", "a->c"]
+
+
+def test_sdm_accessor_forwards_to_the_functions(tmp_path: Path) -> None:
+    import geosdm  # noqa: F401  (registers .sdm)
+
+    ds = _layers()
+    assert ds.sdm.geobox == GRID
+    report = ds.sdm.write(tmp_path / "acc.zarr", dtypes={"joint": "uint8"}, identity={"run": 1})
+    assert report.n_tiles == 6
+    np.testing.assert_array_equal(open_layers(tmp_path / "acc.zarr").score.values, ds.score.values)

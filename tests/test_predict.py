@@ -130,6 +130,10 @@ def test_lazy_equals_eager_and_skips_nodata(mlp: Any, cube_path: str, cube: xr.D
     assert np.isnan(lazy.probability.values[:, SEA[0], SEA[1]]).all()
     assert np.isfinite(lazy.probability.values[:, 40:, 40:]).all()
     assert list(lazy.species.values) == list(mlp.species_) and "spatial_ref" in lazy.coords
+    import geosdm  # noqa: F401  (the .sdm accessor forwards to predict)
+
+    via = cube.chunk({"y": 32, "x": 32}).sdm.predict(mlp, area=400.0)
+    np.testing.assert_allclose(via.probability.values, lazy.probability.values, rtol=1e-5, atol=1e-7)
 
 
 def test_patch_model_tiles_without_seams(cnn: Any, cube_path: str, cube: xr.Dataset) -> None:
