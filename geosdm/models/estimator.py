@@ -434,7 +434,11 @@ class MultiSpeciesSDM(BaseEstimator):
 
     def _forward(self, inputs: Mapping[str, np.ndarray], *, members: bool = False, batch: int = 65536) -> np.ndarray:
         device = resolve_device(self.device)
-        net = self.network_.to(device).eval()
+        first = next(self.network_.parameters(), None)
+        on_cpu = device.type == "cpu" and (first is None or first.device.type == "cpu")
+        net = self.network_ if on_cpu else self.network_.to(device)  # the model lives on the CPU between calls
+        if net.training:
+            net.eval()
         run = net.forward_members if members and isinstance(net, Ensemble) else net
         n = len(next(iter(inputs.values())))
         out: np.ndarray | None = None
@@ -450,7 +454,8 @@ class MultiSpeciesSDM(BaseEstimator):
                         out = np.empty((*f.shape[:-2], n, f.shape[-1]), dtype=np.float32)
                     out[..., s : s + batch, :] = f
         finally:
-            self.network_.to("cpu")
+            if not on_cpu:
+                self.network_.to("cpu")
         return out if out is not None else np.empty((0, len(self.species_)), dtype=np.float32)
 
     def _log_intensity(self, X: Columns, patches: Any = None, *, members: bool = False,
@@ -535,29 +540,39 @@ class MultiSpeciesSDM(BaseEstimator):
         return pd.DataFrame(f if log else np.exp(f), index=X.index, columns=self.species_)
 
     def predict_proba(self, X: pd.DataFrame | xr.Dataset, *, area: float | None = None, cube: Any = None,
-                      patches: Any = None) -> pd.DataFrame | xr.DataArray:
-        """Presence probability over an area: ``1 - exp(-exp(f) A / A0)`` (logit link for ``loss="bce"``).
+                      patches: Any = None, calibration: bool = True) -> pd.DataFrame | xr.DataArray:
+        """Presence probability over an area: ``1 - exp(-exp(f) A / A0)`` (logit link for ``loss="bce"``), then
+        the model's ``calibrator_`` when it has one (:func:`geosdm.models.calibration.calibrate`).
 
         Parameters
         ----------
         area
             Area in m² (default: ``area_unit_m2_``, the median surveyed plot area of the training data).
+        calibration
+            Apply ``calibrator_`` (False: the link's probability as fitted).
 
         Example
         -------
         >>> model.predict_proba(plots, area=400.0)  # doctest: +SKIP
         """
         f = self.predict(X, log=True, cube=cube, patches=patches)
-        if not self.calibrated_ and self.link_ == "cloglog":
+        calibrator = getattr(self, "calibrator_", None) if calibration else None
+        if not self.calibrated_ and self.link_ == "cloglog" and calibrator is None:
             warnings.warn("the model was fitted without presence/absence or count data: probabilities are relative, "
                           "not calibrated; fit with loss='integrated' and survey data for calibrated ones",
                           UncalibratedWarning, stacklevel=2)
         if self.link_ == "logit":
-            return 1.0 / (1.0 + np.exp(-f))
-        if area is not None and not float(area) > 0:
-            raise InputError(f"area={area} must be > 0 (m²)")
-        offset = float(np.log(float(area) / self.area_unit_m2_)) if area is not None else 0.0
-        return -np.expm1(-np.exp(f + offset))
+            p = 1.0 / (1.0 + np.exp(-f))
+        else:
+            if area is not None and not float(area) > 0:
+                raise InputError(f"area={area} must be > 0 (m²)")
+            offset = float(np.log(float(area) / self.area_unit_m2_)) if area is not None else 0.0
+            p = -np.expm1(-np.exp(f + offset))
+        if calibrator is None:
+            return p
+        from geosdm.models.calibration import apply_calibration
+
+        return apply_calibration(p, calibrator)
 
     # ---------------------------------------------------------------------------------------- persistence
     def save(self, path: str | PathLike[str]) -> Path:
@@ -592,6 +607,8 @@ class MultiSpeciesSDM(BaseEstimator):
             "seed": self.seed_,
             "fit_seconds": self.fit_seconds_,
         }
+        if getattr(self, "calibrator_", None) is not None:
+            config["calibration"] = self.calibrator_.to_dict()
         return save_checkpoint(path, tensors, config)
 
     @classmethod
@@ -616,6 +633,10 @@ class MultiSpeciesSDM(BaseEstimator):
         model.training_ = TrainResult(**cfg["training"])
         model.training_members_ = [TrainResult(**r) for r in cfg.get("training_members", [cfg["training"]])]
         model.seed_, model.fit_seconds_ = int(cfg["seed"]), float(cfg["fit_seconds"])
+        if cfg.get("calibration"):
+            from geosdm.models.calibration import SpeciesCalibrator
+
+            model.calibrator_ = SpeciesCalibrator.from_dict(cfg["calibration"])
         return model
 
 

@@ -81,9 +81,9 @@ def model_fingerprint(model: MultiSpeciesSDM) -> str:
 
 
 def model_summary(model: MultiSpeciesSDM) -> dict[str, Any]:
-    """JSON-able description of a fitted model (provenance of its outputs)."""
+    """JSON-able description of a fitted model (provenance of its outputs), with its ``calibrator_`` if any."""
     enc = getattr(model, "encoder_", None)
-    return {
+    summary = {
         "class": type(model).__name__,
         "network": getattr(model, "network_spec_", None),
         "loss": getattr(model, "loss", None),
@@ -96,6 +96,10 @@ def model_summary(model: MultiSpeciesSDM) -> dict[str, Any]:
         "calibrated": bool(getattr(model, "calibrated_", False)),
         "area_unit_m2": float(getattr(model, "area_unit_m2_", 1.0)),
     }
+    calibrator = getattr(model, "calibrator_", None)
+    if calibrator is not None:  # only then: uncalibrated models keep their hash (and resumable outputs)
+        summary["calibration"] = calibrator.to_dict()
+    return summary
 
 
 def area_offset(model: MultiSpeciesSDM, area: float | None) -> float:

@@ -1,8 +1,8 @@
 """Write predictions to a sharded Zarr v3 store tile by tile, resumable after a kill.
 
 :func:`write_predictions` is :func:`geosdm.predict.predict` written with the one layer writer,
-:func:`geosdm.io.write_layers`: one shard per tile (= one Dask chunk of the prediction), inner chunks one
-species wide so a single species map reads 1/S of each shard. Probabilities are stored as ``uint8``
+:func:`geosdm.io.write_layers`: one shard per tile (= one Dask chunk of the prediction), inner chunks of a
+few species (~512 KiB) so a single species map reads a small part of each shard. Probabilities are stored as ``uint8``
 (``round(250 p)``, 255 = nodata) with CF ``scale_factor``/``add_offset``/``_FillValue`` so ``xarray.open_zarr``
 decodes them, or as float16/float32 on request. A rerun writes only the tiles without markers and gives a
 store byte-identical to an uninterrupted run. Attributes record the model hash, the cube and the settings.
@@ -51,7 +51,7 @@ def write_predictions(
     client: Any | str | None = None,
     progress: bool = False,
     overwrite: bool = False,
-    batch_size: int = 8_192,
+    batch_size: int = 4_096,
     tiles_per_graph: int = 2_048,
     compute: bool = True,
 ) -> WriteReport | Any:
@@ -98,7 +98,7 @@ def write_predictions(
         raise InputError(f"dtype={dtype!r} is not supported; choose 'uint8' (scaled), 'float16' or 'float32'")
     m = as_model(model)
     ds = predict(m, cube, area=area, log_intensity=log_intensity, tile_shape=tile_shape,
-                 storage_options=cube_storage_options, batch_size=batch_size)
+                 storage_options=cube_storage_options, batch_size=batch_size, packed=dtype == "uint8")
     tile = (int(ds.chunks["y"][0]), int(ds.chunks["x"][0]))
     area_m2 = float(ds.attrs["geosdm:area_m2"])
     config = {"dtype": dtype, "area_m2": area_m2, "log_intensity": bool(log_intensity), "tile_shape": list(tile),
