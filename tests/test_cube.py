@@ -122,6 +122,20 @@ def test_gaps_are_reported_not_filled(demo_small: DemoLayout, tmp_path: Path) ->
     assert (cube["s2_count_mam"].values == 0).all()
     assert report.gap_fraction["demo-sentinel-2-l2a"]["mam"] == 1.0
     assert cube.attrs["geosdm:gap_fraction"]["demo-sentinel-2-l2a"]["mam"] == 1.0
+    # only the period the dates cover is planned: no all-NaN variables for seasons outside them
+    assert not [v for v in cube.data_vars if v.endswith(("_jja", "_son", "_djf"))]
+    assert set(report.gap_fraction["demo-sentinel-2-l2a"]) == {"mam"}
+
+
+def test_covered_months() -> None:
+    from geosdm.cube.build import covered_months
+
+    assert covered_months("2024-06-01/2024-08-31") == (6, 7, 8)
+    assert covered_months("2023-11-15/2024-02-10") == (1, 2, 11, 12)
+    assert covered_months("2024-01-01/2024-12-31") is None and covered_months(None) is None
+    assert covered_months("2024-06-01/..") is None and covered_months("2024-05-02") == (5,)
+    with pytest.raises(InputError, match="ends before"):
+        covered_months("2024-06-01/2024-01-01")
 
 
 def test_kill_and_resume_gives_identical_cube(demo_small: DemoLayout, tmp_path: Path) -> None:

@@ -41,6 +41,17 @@ class SourcePlan:
     terrain: tuple[str, ...] = ()
     assets: tuple[str, ...] = ()
     mask_buffer: int = 1
+    months: tuple[int, ...] | None = None  # months the build's dates cover (None: all)
+
+    @property
+    def periods(self) -> dict[str, tuple[int, ...]]:
+        """Composite periods that overlap the build's dates (label -> months); none for static sources."""
+        if self.source.composite is None:
+            return {}
+        every = self.source.composite.periods()
+        if self.months is None:
+            return every
+        return {label: m for label, m in every.items() if set(m) & set(self.months)}
 
     @property
     def data_assets(self) -> tuple[str, ...]:
@@ -70,7 +81,7 @@ def plan_variables(plan: SourcePlan) -> list[VariableSpec]:
                 ))
         elif plan.temporal:
             comp = src.composite
-            for period in comp.periods():  # type: ignore[union-attr]
+            for period in plan.periods:
                 for stat in comp.stat_labels():  # type: ignore[union-attr]
                     suffix = "" if stat == "median" else f"_{stat}"
                     out.append(VariableSpec(
@@ -81,7 +92,7 @@ def plan_variables(plan: SourcePlan) -> list[VariableSpec]:
         else:
             out.append(VariableSpec(plan._name(band), attrs={"long_name": a.long_name, "units": a.units, "source": src.name}))
     if plan.temporal:
-        for period in src.composite.periods():  # type: ignore[union-attr]
+        for period in plan.periods:
             for index in plan.indices:
                 out.append(VariableSpec(
                     f"{src.prefix or src.name}_{index}_{period}",
@@ -209,7 +220,7 @@ def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBo
             comp = src.composite
             clear = buffered if buffered is not None else np.isfinite(vals[:, crop[0], crop[1]])
             stats, counts = composite_periods(
-                vals[:, crop[0], crop[1]], clear, obs.months, comp.periods(),  # type: ignore[union-attr]
+                vals[:, crop[0], crop[1]], clear, obs.months, plan.periods,
                 statistics=comp.statistics, quantiles=comp.quantiles, min_count=comp.min_count,  # type: ignore[union-attr]
             )
             for (period, stat), arr in stats.items():
@@ -228,7 +239,7 @@ def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBo
         for index in plan.indices:
             out[f"{src.prefix or src.name}_{index}_{period}"] = compute_index(index, bands)
     if plan.temporal:
-        gaps = {p: float(np.mean(out[f"{src.prefix or src.name}_count_{p}"] == 0)) for p in src.composite.periods()}  # type: ignore[union-attr]
+        gaps = {p: float(np.mean(out[f"{src.prefix or src.name}_count_{p}"] == 0)) for p in plan.periods}
         info.setdefault("gap_fraction", {})[src.name] = gaps
     missing = [s.name for s in specs if s.name not in out]
     if missing:

@@ -58,6 +58,37 @@ def _factor(spec: SourceSpec, target_res: float) -> int:
     return k
 
 
+def covered_months(when: str | None) -> tuple[int, ...] | None:
+    """Calendar months (1..12) a STAC datetime range covers; None when open-ended, absent or a year or more.
+
+    Composite periods outside them get no variables (they would be all gaps).
+
+    Example
+    -------
+    >>> covered_months("2024-06-01/2024-08-31")
+    (6, 7, 8)
+    >>> covered_months("2023-11-15/2024-02-10")
+    (1, 2, 11, 12)
+    """
+    import pandas as pd
+
+    if not when:
+        return None
+    parts = str(when).split("/")
+    if any(p in ("", "..") for p in parts):
+        return None
+    try:
+        start, end = pd.Timestamp(parts[0]), pd.Timestamp(parts[-1])
+    except ValueError:
+        raise InputError(f"datetime {when!r} is not an ISO date or range like 2024-06-01/2024-08-31") from None
+    first, last = start.year * 12 + start.month - 1, end.year * 12 + end.month - 1
+    if last < first:
+        raise InputError(f"datetime {when!r} ends before it starts; write start/end")
+    if last - first >= 11:
+        return None
+    return tuple(sorted({i % 12 + 1 for i in range(first, last + 1)}))
+
+
 def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
     """Load each source definition and find its Items over the grid (STAC API search or static catalog)."""
     gbox = config.grid.geobox()
@@ -78,7 +109,7 @@ def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
                 raise InputError(f"source {src.name!r} has no data assets {unknown}; it has {list(src.data_assets)}")
         plan = SourcePlan(
             src, tuple(items), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain, spec.assets or (),
-            spec.mask_buffer,
+            spec.mask_buffer, covered_months(when),
         )
         check_indices(plan)
         _check_overlap(plan, gbox)
