@@ -28,7 +28,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict")
+STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict", "report")
 
 
 class _Frozen(BaseModel):
@@ -68,6 +68,14 @@ class RecordsStep(_Frozen):
     seed: int = 0
 
 
+class ReportStep(_Frozen):
+    """The run's HTML report: the run log, maps of a few species, and each later step's figures and summary."""
+
+    output: str
+    title: str = "geosdm run"
+    n_maps: int = Field(default=6, ge=0, description="Species probability maps shown (spread over the species).")
+
+
 class PipelineConfig(_Frozen):
     """A pipeline: which steps run and their configuration (unknown keys are rejected)."""
 
@@ -79,6 +87,7 @@ class PipelineConfig(_Frozen):
     records: RecordsStep | None = None
     train: TrainConfig | None = None
     predict: PredictConfig | None = None
+    report: ReportStep | None = None
 
 
 @dataclass
@@ -131,7 +140,12 @@ def run_pipeline(
     client: Any | None = None,
 ) -> PipelineResult:
     """Run the configured steps in order (``steps`` restricts them). Services stay up for the later steps."""
-    emit = on_event or _noop
+    log_lines: list[str] = []
+
+    def emit(step: str, message: str, data: dict[str, Any]) -> None:
+        log_lines.append(f"[{step}] {message}")
+        (on_event or _noop)(step, message, data)
+
     wanted = [s for s in STEPS if getattr(config, s) is not None and (steps is None or s in steps)]
     result = PipelineResult(config)
     with contextlib.ExitStack() as stack:
@@ -152,6 +166,8 @@ def run_pipeline(
                 result.outputs["train"] = _run_train(config.train, emit)  # type: ignore[arg-type]
             elif step == "predict":
                 result.outputs["predict"] = _run_predict(config.predict, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
+            elif step == "report":
+                result.outputs["report"] = _run_report(config, log_lines, emit)
     return result
 
 
@@ -260,3 +276,61 @@ def _run_predict(cfg: PredictConfig, model: Any, emit: Event, progress: bool, cl
     emit("predict", f"probability cube {cfg.zarr_path} ({report.write.n_tiles} tiles), {len(report.cogs)} COGs, "
                     f"STAC {report.stac.collection if report.stac else 'none'} in {report.seconds:.1f} s", {"report": report})
     return report
+
+
+def _step_sections(title: str, folder: Path) -> list[Any]:
+    """A report section from a step's output folder: its ``summary.json`` scalars and its PNG figures."""
+    import json
+
+    import pandas as pd
+
+    from geosdm.report import Section
+
+    if not folder.is_dir():
+        return []
+    tables, names = [], []
+    summary = folder / "summary.json"
+    if summary.is_file():
+        data = json.loads(summary.read_text())
+        flat = {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool)) or v is None}
+        if flat:
+            tables.append(pd.DataFrame({"value": [str(v) for v in flat.values()]}, index=list(flat)))
+            names.append("summary")
+    figures = sorted(folder.glob("*.png"))
+    if not (tables or figures):
+        return []
+    return [Section(title, figures=figures, captions=[f.stem.replace("_", " ") for f in figures], tables=tables,
+                    table_titles=names)]
+
+
+def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> Any:
+    from geosdm.report import Section, layer_maps, write_report
+
+    step = config.report
+    assert step is not None
+    sections = [Section("Run", text=list(log_lines))]
+    if config.predict is not None and step.n_maps:
+        from geosdm.predict import open_predictions
+
+        prob = open_predictions(config.predict.zarr_path).probability
+        names = [str(s) for s in prob["species"].values]
+        pick = [names[int(i)] for i in _spread(len(names), step.n_maps)]
+        sections.append(Section(
+            "Predicted presence probability", text=f"{len(pick)} of {len(names)} species; the probability cube is "
+                                                  f"{config.predict.zarr_path} (COGs and STAC Items beside it).",
+            figures=layer_maps(prob, pick), captions=pick,
+        ))
+    for name in ("evaluate", "explain", "interactions"):
+        cfg = getattr(config, name, None)
+        if cfg is not None and getattr(cfg, "output", None):
+            sections += _step_sections(name.capitalize(), Path(cfg.output))
+    path = write_report(step.output, step.title, sections, subtitle=f"pipeline {config.name!r}")
+    emit("report", f"report {path} ({len(sections)} sections)", {"path": str(path)})
+    return path
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``k >= n``)."""
+    if k >= n:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})

@@ -36,6 +36,8 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     probs = xr.open_zarr(out / "predictions" / "probability.zarr")
     assert probs.sizes["species"] >= 40 and probs["probability"].dims == ("species", "y", "x")
     assert list((out / "predictions" / "cogs").glob("*.tif"))
+    report = (out / "report.html").read_text()
+    assert "Predicted presence probability" in report and report.count("data:image/png;base64,") >= 6
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before, "services must stop with the pipeline"
     # a rerun resumes: the demo and the cube are reused, not rebuilt
