@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geosdm.cube.config import CubeConfig
 from geosdm.models.config import TrainConfig
+from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
 from geosdm.errors import InputError
 from geosdm.sources import substitute_env
@@ -28,7 +29,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict", "report")
+STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict", "interactions", "report")
 
 
 class _Frozen(BaseModel):
@@ -87,6 +88,7 @@ class PipelineConfig(_Frozen):
     records: RecordsStep | None = None
     train: TrainConfig | None = None
     predict: PredictConfig | None = None
+    interactions: InteractionsConfig | None = None
     report: ReportStep | None = None
 
 
@@ -166,6 +168,8 @@ def run_pipeline(
                 result.outputs["train"] = _run_train(config.train, emit)  # type: ignore[arg-type]
             elif step == "predict":
                 result.outputs["predict"] = _run_predict(config.predict, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
+            elif step == "interactions":
+                result.outputs["interactions"] = _run_interactions(config.interactions, emit, progress, client)  # type: ignore[arg-type]
             elif step == "report":
                 result.outputs["report"] = _run_report(config, log_lines, emit)
     return result
@@ -278,6 +282,19 @@ def _run_predict(cfg: PredictConfig, model: Any, emit: Event, progress: bool, cl
     return report
 
 
+def _run_interactions(cfg: InteractionsConfig, emit: Event, progress: bool, client: Any | None) -> Any:
+    from geosdm.interactions.run import run_interactions
+
+    emit("interactions", f"interaction maps from {cfg.predictions} + {cfg.edges} -> {cfg.output}", {})
+    report = run_interactions(cfg, client=client, progress=progress)
+    s = report.summary()
+    emit("interactions", f"{s['edges']} interactions, unmatched nodes {s['unmatched_nodes'] or 'none'}, leakage "
+                         f"fitted for {s['leakage_estimated']} consumers ({s['associations']}); {s['tiles']} tiles "
+                         f"({s['resumed']} resumed), {s['cogs']} COGs, STAC {s['stac']} in {s['seconds']:.1f} s",
+         {"report": report})
+    return report
+
+
 def _step_sections(title: str, folder: Path) -> list[Any]:
     """A report section from a step's output folder: its ``summary.json`` scalars and its PNG figures."""
     import json
@@ -320,6 +337,19 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
                                                   f"{config.predict.zarr_path} (COGs and STAC Items beside it).",
             figures=layer_maps(prob, pick), captions=pick,
         ))
+    if config.interactions is not None and step.n_maps:
+        from geosdm.io import open_layers
+
+        layers = open_layers(f"{config.interactions.output.rstrip('/')}/interactions.zarr")
+        if "enemy_any" in layers:
+            reg = layers["enemy_any"]
+            dim = str(reg.dims[0])
+            names = [str(s) for s in reg[dim].values]
+            pick = [names[i] for i in _spread(len(names), min(step.n_maps, 4))]
+            sections.append(Section(
+                "Pest regulation potential", text="Probability that at least one natural enemy of the pest is "
+                                                  "present, under the co-occurrence model fitted on the surveys.",
+                figures=layer_maps(reg, pick), captions=pick))
     for name in ("evaluate", "explain", "interactions"):
         cfg = getattr(config, name, None)
         if cfg is not None and getattr(cfg, "output", None):

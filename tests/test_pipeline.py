@@ -38,6 +38,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     assert list((out / "predictions" / "cogs").glob("*.tif"))
     report = (out / "report.html").read_text()
     assert "Predicted presence probability" in report and report.count("data:image/png;base64,") >= 6
+    assert "Pest regulation potential" in report
+    inter = xr.open_zarr(out / "interactions" / "interactions.zarr")
+    assert {"joint", "joint_independent", "enemy_any", "pest_any"} <= set(inter.data_vars)
+    assert list((out / "interactions" / "cogs").glob("joint*.tif"))
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before, "services must stop with the pipeline"
     # a rerun resumes: the demo and the cube are reused, not rebuilt

@@ -115,7 +115,9 @@ def _checked(ds: xr.Dataset, dtypes: Mapping[str, str] | str,
     if ty <= 0 or tx <= 0:
         raise InputError(f"tile_shape must be positive (y, x) pixel counts, got {tile_shape!r}")
     lead = {d: -1 for n in names for d in ds[n].dims[:-2]}
-    return ds.chunk({**lead, "y": ty, "x": tx}), per, (ty, tx)  # type: ignore[return-value]
+    chunked = ds.chunk({**lead, "y": ty, "x": tx})
+    labels = {str(c): ds[c].variable for c in ds.coords if c not in ds.dims}  # keep small coordinates in memory
+    return chunked.assign_coords(labels), per, (ty, tx)  # type: ignore[return-value]
 
 
 #: Target size of an inner chunk: zarr-python costs ~0.3 ms per chunk written, so one-layer chunks of a

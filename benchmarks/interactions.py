@@ -1,0 +1,304 @@
+"""Benchmark: interaction-likelihood maps against the demo region's true co-occurrence probabilities.
+
+The demo's pests occur only where one of their host plants is, and enemies only where one of their prey
+pests is, so the true probability that both partners of an edge are present (``truth/truth.zarr:joint``) is
+``p_source * q_target``, not the product of the marginals. Each interaction map is compared with it per edge
+(Pearson correlation over the grid's valid cells, bias = mean(map - truth), relative bias = bias / mean(truth),
+RMSE), and the figures are averaged over the 46 edges, for:
+
+* ``independent``          ``p_s p_t``
+* ``cooccurrence``         the dependence-with-leakage model, leakage per consumer fitted from the surveys
+                           (``fit_associations``: co-detections at plots, 2 visits, detection estimated)
+* ``strict_dependence``    the same with leakage 0 (the network alone, no surveys)
+* ``plackett``             a constant odds ratio per edge fitted from the surveys
+
+with two inputs:
+
+(a) ``true_marginals``: the truth's species probabilities (isolates the interaction model);
+(b) fitted models: the probabilities of multi-species SDMs fitted on the demo's records (PO + surveys, the
+    pipeline's records step) with the truth's covariate layers (as in benchmarks/demo_truth.py) and the
+    observer-bias covariate: ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping;
+    the headline), ``pipeline`` = the demo pipeline's train step (MLP, integrated loss, 30 epochs); or the
+    store given with ``--predictions``. Models are cached in ``benchmarks/.cache`` (``--refit`` to redo).
+
+Also scored: the regulation potential (P(at least one enemy | pest), expected number of enemies) and the
+pest pressure on crops (P(at least one pest | crop), expected number), against their truths
+``1 - prod(1 - q)`` and ``sum(q)`` over the partners' own suitabilities ``q`` (``truth:suitability``);
+these layers are conditional on the focal species, so they are also scored with the correlation weighted by
+the focal species' true probability (``corr_weighted``: where the pest or crop is likely to be).
+
+Usage::
+
+    python benchmarks/interactions.py                           # generate + fit into benchmarks/.cache
+    python benchmarks/interactions.py --demo demo-output --predictions demo-output/predictions/probability.zarr
+
+The last output line is one JSON object; ``corr_truth_independent`` / ``corr_truth_cooccurrence`` (and the
+``bias_*``) are for (b) with the first fitted model (end to end); ``*_true_marginals`` for (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
+
+from geosdm.demo import DemoLayout  # noqa: E402
+from geosdm.interactions import (  # noqa: E402
+    Associations,
+    fit_associations,
+    interaction_layers,
+    layer_dtypes,
+    match_species,
+    read_network,
+    survey_matrix,
+)
+from geosdm.records import read_records  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+#: The demo pipeline's train step (pipelines/demo.yaml).
+MODEL = {"network": "mlp", "loss": "integrated", "epochs": 30, "seed": 0}
+
+
+def _demo(args: argparse.Namespace) -> DemoLayout:
+    if args.demo:
+        return DemoLayout.at(args.demo)
+    from geosdm.demo import generate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return generate(CACHE / f"demo-{args.preset}", preset=args.preset, seed=0)
+
+
+def _training_table(layout: DemoLayout) -> Path:
+    """The demo pipeline's records step (PO + surveys, 10,000 uniform background points, 5 km blocks), cached."""
+    from geosdm.records import training_table, write_records
+
+    path = CACHE / f"interactions-training-{layout.region()['preset']}.parquet"
+    if path.is_file():
+        return path
+    truth = str(layout.truth_zarr)
+    grid = xr.open_zarr(truth)
+    covariates = [str(v) for v, a in grid.data_vars.items()
+                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    records = pd.concat([read_records(layout.presence_only_csv), read_records(layout.surveys_parquet)],
+                        ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tt = training_table(records, truth, n_background=10_000, n_folds=5, block_size=5_000, seed=0,
+                            variables=covariates)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    write_records(tt.table, path, metadata={"covariates": ",".join(tt.covariates)})
+    return path
+
+
+def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], refit: bool) -> xr.DataArray:
+    """Lazy probabilities of a model fitted like the demo pipeline's train step with ``params`` (cached)."""
+    from geosdm.models.config import TrainConfig, train_from_config
+    from geosdm.predict import predict
+
+    truth = str(layout.truth_zarr)
+    out = CACHE / f"interactions-model-{layout.region()['preset']}-{name}"
+    if refit and out.exists():
+        shutil.rmtree(out)
+    if not (out / "config.json").is_file():
+        t0 = time.perf_counter()
+        cfg = TrainConfig(table=str(_training_table(layout)), cube=truth, bias_cube=truth, bias_covariates=("bias",),
+                          log_bias=True, model=params, output=str(out))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train_from_config(cfg)
+        print(f"fitted model {name!r} into {out} in {time.perf_counter() - t0:.0f} s", flush=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = predict(str(out), truth, tile_shape=(200, 200))
+    return ds["probability"]
+
+
+def _wcorr(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    w = w / w.sum()
+    mx, my = np.sum(w * x), np.sum(w * y)
+    cov = np.sum(w * (x - mx) * (y - my))
+    return float(cov / np.sqrt(np.sum(w * (x - mx) ** 2) * np.sum(w * (y - my) ** 2)))
+
+
+def _scores(pred: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Per-layer Pearson correlation, bias, relative bias and RMSE (arrays (layer, y, x)), averaged over layers.
+
+    With ``weights`` (layer, y, x), also the correlation weighted by them (``corr_weighted``): conditional layers
+    (given the pest / the crop present) are scored where the focal species is likely to be.
+    """
+    rows = []
+    for i, (a, b) in enumerate(zip(pred, truth)):
+        ok = np.isfinite(a) & np.isfinite(b)
+        x, y = a[ok].astype(np.float64), b[ok].astype(np.float64)
+        wc = _wcorr(x, y, weights[i][ok].astype(np.float64)) if weights is not None else np.nan
+        rows.append((np.corrcoef(x, y)[0, 1] if x.std() > 0 and y.std() > 0 else np.nan, float(np.mean(x - y)),
+                     float(np.mean(x - y) / max(np.mean(y), 1e-12)), float(np.sqrt(np.mean((x - y) ** 2))), wc))
+    r = np.array(rows)
+    out = {"corr": float(np.nanmean(r[:, 0])), "bias": float(np.mean(r[:, 1])), "rel_bias": float(np.mean(r[:, 2])),
+           "rmse": float(np.mean(r[:, 3])), "corr_min": float(np.nanmin(r[:, 0]))}
+    if weights is not None:
+        out["corr_weighted"] = float(np.nanmean(r[:, 4]))
+    return out
+
+
+def _truth_layers(truth: xr.Dataset, net: Any, pests: list[str], crops: list[str]) -> dict[str, np.ndarray]:
+    q = truth["suitability"]
+    out: dict[str, np.ndarray] = {}
+    for what, focals in (("enemy", pests), ("pest", crops)):
+        anys, exps = [], []
+        for f in focals:
+            qs = np.stack([q.sel(species=c).values for c in net.consumers(f)]).astype(np.float64)
+            anys.append(1 - np.prod(1 - qs, axis=0))
+            exps.append(qs.sum(axis=0))
+        out[f"{what}_any"], out[f"{what}_expected"] = np.stack(anys), np.stack(exps)
+    return out
+
+
+def _evaluate(prob: xr.DataArray, net: Any, surveys: pd.DataFrame, truth: xr.Dataset,
+              labels: list[str]) -> tuple[dict[str, Any], Associations]:
+    t0 = time.perf_counter()
+    match = match_species(net, [str(s) for s in prob["species"].values])
+    assoc = fit_associations(match.network, survey_matrix(surveys), prob)
+    fit_s = time.perf_counter() - t0
+    joint_truth = truth["joint"].values
+    layers = {
+        "dependence": interaction_layers(prob, match, associations=assoc).compute(),
+        "strict": interaction_layers(prob, match, associations=Associations.fixed(match.network, leakage=0.0),
+                                     independent=False).compute(),
+        "plackett": interaction_layers(prob, match, associations=assoc, method="plackett",
+                                       independent=False).compute(),
+    }
+    dep = layers["dependence"]
+    versions = {"independent": (dep, "_independent"), "cooccurrence": (dep, ""),
+                "strict_dependence": (layers["strict"], ""), "plackett": (layers["plackett"], "")}
+    pests, crops = [str(p) for p in dep["pest"].values], [str(c) for c in dep["crop"].values]
+    derived_truth = _truth_layers(truth, match.network, pests, crops)
+    res: dict[str, Any] = {"fit_seconds": round(fit_s, 2)}
+    for name, (ds, suffix) in versions.items():
+        joint = ds[f"joint{suffix}"].sel(edge=labels).values
+        res[name] = {"joint": _scores(joint, joint_truth)}
+        kinds = truth["edge_interaction"].values if "edge_interaction" in truth else None
+        if kinds is not None:
+            res[name]["joint_by_interaction"] = {
+                str(k): _scores(joint[kinds == k], joint_truth[kinds == k])["corr"] for k in np.unique(kinds)}
+        for v, t in derived_truth.items():
+            focal = pests if v.startswith("enemy") else crops
+            res[name][v] = _scores(ds[f"{v}{suffix}"].values, t, truth["probability"].sel(species=focal).values)
+    leak = pd.Series(assoc.leakage)
+    res["leakage"] = {"median": float(leak.median()), "mean": float(leak.mean()),
+                      "n_zero": int((leak < 1e-3).sum()), "n": int(len(leak))}
+    return res, assoc
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
+    p.add_argument("--preset", default="default", choices=["small", "default"])
+    p.add_argument("--predictions", default=None, help="prediction store for (b) (default: fit the pipeline's model)")
+    p.add_argument("--refit", action="store_true", help="refit the cached model")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    layout = _demo(args)
+    truth = xr.open_zarr(layout.truth_zarr)
+    truth = truth[["probability", "suitability", "joint"]].assign_coords(
+        species=[str(s) for s in truth["species"].values]).load()
+    net = read_network(layout.edges_csv, layout.nodes_csv)
+    edge_index = pd.read_csv(layout.edges_csv)
+    labels = [f"{s}->{t}" for s, t in zip(truth["edge_source"].values, truth["edge_target"].values)]
+    kinds = dict(zip(edge_index["source"] + "->" + edge_index["target"], edge_index["interaction"]))
+    truth = truth.assign_coords(edge_interaction=("edge", [kinds[lbl] for lbl in labels]))
+    surveys = read_records(layout.surveys_parquet)
+    print(f"demo {layout.root} ({layout.region()['preset']}): {len(labels)} edges, "
+          f"{survey_matrix(surveys).visits.shape[0]} survey plots", flush=True)
+
+    true_prob = truth["probability"].chunk({"species": -1, "y": 200, "x": 200})
+    a, _ = _evaluate(true_prob, net, surveys, truth, labels)
+    print("(a) true marginals:",
+          json.dumps({k: v["joint"] for k, v in a.items() if isinstance(v, dict) and "joint" in v}),
+          flush=True)
+
+    from demo_truth import CONFIG as TUNED  # noqa: E402  (the models benchmark's reference settings)
+
+    candidates = ({"store": None} if args.predictions else
+                  {"tuned": {**TUNED, "loss": "integrated", "seed": 0}, "pipeline": MODEL})
+    fitted_results: dict[str, Any] = {}
+    store_layers = None
+    for name, params in candidates.items():
+        t0 = time.perf_counter()
+        if args.predictions:
+            from geosdm.interactions import open_probability
+
+            fitted, source = open_probability(args.predictions), f"store {args.predictions}"
+        else:
+            fitted, source = _fitted_probability(layout, name, params, args.refit), f"{name}: {json.dumps(params)}"
+        fitted = fitted.assign_coords(species=[str(s) for s in fitted["species"].values]).chunk({"species": -1})
+        marg = fitted.sel(species=[str(s) for s in truth["species"].values]).values
+        marg_scores = _scores(marg, truth["probability"].values)
+        print(f"(b) {source}: marginals vs truth {json.dumps(marg_scores)} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+        b, assoc_b = _evaluate(fitted, net, surveys, truth, labels)
+        b["marginals_vs_truth"], b["source"] = marg_scores, source
+        print(f"(b) {name}:", json.dumps({k: v["joint"] for k, v in b.items() if isinstance(v, dict) and "joint" in v}),
+              flush=True)
+        fitted_results[name] = b
+        if store_layers is None:
+            store_layers = (fitted, assoc_b)
+    headline = next(iter(fitted_results))
+    b = fitted_results[headline]
+
+    from geosdm.io import write_layers
+
+    fitted, assoc_b = store_layers  # type: ignore[misc]
+    layers = interaction_layers(fitted, net, associations=assoc_b)
+    store = CACHE / "interactions-bench.zarr"
+    rep = write_layers(layers, store, dtypes=layer_dtypes(layers), overwrite=True)
+    write = {"seconds": rep.seconds, "tiles": rep.n_tiles, "layers": rep.layers,
+             "layer_pixels_per_s": round(rep.layers * rep.pixels / max(rep.seconds, 1e-9))}
+    print(f"write (lazy predict -> interactions -> uint8 Zarr, {headline}): {json.dumps(write)}", flush=True)
+
+    table = pd.DataFrame({
+        (inp, ver): {"corr": res[ver]["joint"]["corr"], "bias": res[ver]["joint"]["bias"],
+                     "rel_bias": res[ver]["joint"]["rel_bias"], "rmse": res[ver]["joint"]["rmse"],
+                     "enemy_any_corr": res[ver]["enemy_any"]["corr"],
+                     "enemy_any_corr_w": res[ver]["enemy_any"]["corr_weighted"],
+                     "pest_any_corr": res[ver]["pest_any"]["corr"],
+                     "pest_any_corr_w": res[ver]["pest_any"]["corr_weighted"]}
+        for inp, res in (("true_marginals", a), *((f"fitted_{k}", v) for k, v in fitted_results.items()))
+        for ver in ("independent", "cooccurrence", "strict_dependence", "plackett")}).T
+    print(table.round(4).to_string(), flush=True)
+    out = {
+        "preset": layout.region()["preset"], "n_edges": len(labels),
+        "corr_truth_independent": b["independent"]["joint"]["corr"],
+        "corr_truth_cooccurrence": b["cooccurrence"]["joint"]["corr"],
+        "bias_truth_independent": b["independent"]["joint"]["bias"],
+        "bias_truth_cooccurrence": b["cooccurrence"]["joint"]["bias"],
+        "corr_truth_independent_true_marginals": a["independent"]["joint"]["corr"],
+        "corr_truth_cooccurrence_true_marginals": a["cooccurrence"]["joint"]["corr"],
+        "bias_truth_independent_true_marginals": a["independent"]["joint"]["bias"],
+        "bias_truth_cooccurrence_true_marginals": a["cooccurrence"]["joint"]["bias"],
+        "fitted_headline": headline,
+        "fitted_marginals_vs_truth": b["marginals_vs_truth"],
+        "true_marginals": a, "fitted_models": fitted_results, "write": write,
+    }
+    emit(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
