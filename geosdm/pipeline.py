@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geosdm.cube.config import CubeConfig
 from geosdm.models.config import TrainConfig
+from geosdm.evaluate.run import EvaluateConfig
+from geosdm.explain.run import ExplainConfig
 from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
 from geosdm.errors import InputError
@@ -29,7 +31,8 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records", "train", "predict", "interactions", "report")
+STEPS = ("demo", "serve", "search", "cube", "records", "train", "evaluate", "predict", "explain", "interactions",
+         "report")
 
 
 class _Frozen(BaseModel):
@@ -87,7 +90,9 @@ class PipelineConfig(_Frozen):
     cube: CubeConfig | None = None
     records: RecordsStep | None = None
     train: TrainConfig | None = None
+    evaluate: EvaluateConfig | None = None
     predict: PredictConfig | None = None
+    explain: ExplainConfig | None = None
     interactions: InteractionsConfig | None = None
     report: ReportStep | None = None
 
@@ -166,8 +171,14 @@ def run_pipeline(
                 result.outputs["records"] = _run_records(config, emit)
             elif step == "train":
                 result.outputs["train"] = _run_train(config.train, emit)  # type: ignore[arg-type]
+            elif step == "evaluate":
+                result.outputs["evaluate"] = _run_evaluate(config.evaluate, result.outputs.get("train"), emit)  # type: ignore[arg-type]
             elif step == "predict":
-                result.outputs["predict"] = _run_predict(config.predict, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
+                evaluated = result.outputs.get("evaluate")  # predict with the calibrated model when there is one
+                model = getattr(evaluated, "model", None) or result.outputs.get("train")
+                result.outputs["predict"] = _run_predict(config.predict, model, emit, progress, client)  # type: ignore[arg-type]
+            elif step == "explain":
+                result.outputs["explain"] = _run_explain(config.explain, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
             elif step == "interactions":
                 result.outputs["interactions"] = _run_interactions(config.interactions, emit, progress, client)  # type: ignore[arg-type]
             elif step == "report":
@@ -279,6 +290,25 @@ def _run_predict(cfg: PredictConfig, model: Any, emit: Event, progress: bool, cl
     report = run_prediction(cfg, model=model, client=client, progress=progress)
     emit("predict", f"probability cube {cfg.zarr_path} ({report.write.n_tiles} tiles), {len(report.cogs)} COGs, "
                     f"STAC {report.stac.collection if report.stac else 'none'} in {report.seconds:.1f} s", {"report": report})
+    return report
+
+
+def _run_evaluate(cfg: EvaluateConfig, model: Any, emit: Event) -> Any:
+    from geosdm.evaluate import run_evaluation
+
+    emit("evaluate", f"held-out spatial folds of {cfg.table} -> {cfg.output}", {})
+    report = run_evaluation(cfg, model=model)
+    for line in report.lines():
+        emit("evaluate", line, {"report": report})
+    return report
+
+
+def _run_explain(cfg: ExplainConfig, model: Any, emit: Event, progress: bool, client: Any | None) -> Any:
+    from geosdm.explain.run import run_explain
+
+    emit("explain", f"explaining {cfg.model or 'the trained model'} on {cfg.table} -> {cfg.output}", {})
+    report = run_explain(cfg, model=model, client=client, progress=progress)
+    emit("explain", "; ".join(f"{k}: {v}" for k, v in report.summary().items() if v is not None), {"report": report})
     return report
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,12 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     report = (out / "report.html").read_text()
     assert "Predicted presence probability" in report and report.count("data:image/png;base64,") >= 6
     assert "Pest regulation potential" in report
+    assert "Evaluate" in report and "Explain" in report
+    summary = json.loads((out / "evaluation" / "summary.json").read_text())
+    assert summary and list((out / "evaluation").glob("reliability*.png"))
+    assert (out / "model-calibrated").is_dir() and "calibration" in (out / "model-calibrated" / "config.json").read_text()
+    assert xr.open_zarr(out / "explain" / "attribution.zarr").data_vars and (out / "explain" / "summary.json").exists()
+    assert "ECE" in text or "ece" in text
     inter = xr.open_zarr(out / "interactions" / "interactions.zarr")
     assert {"joint", "joint_independent", "enemy_any", "pest_any"} <= set(inter.data_vars)
     assert list((out / "interactions" / "cogs").glob("joint*.tif"))

@@ -63,16 +63,12 @@ def _has_dropout(model: MultiSpeciesSDM) -> bool:
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.network_.modules())
 
 
-def _mc_samples(model: MultiSpeciesSDM, columns: Mapping[str, np.ndarray], patches: np.ndarray | None, n: int,
-                generator: Any) -> np.ndarray:
-    """``(n * members, cells, species)`` log-intensities with dropout on (masks from ``generator``)."""
+def _mc_network(model: MultiSpeciesSDM, generator: Any) -> Any:
+    """A private CPU copy of the model's network whose dropout layers stay on, with masks from ``generator``
+    (hooks on the copy: the shared model, used by other tile tasks, is never touched)."""
     import torch
 
-    from geosdm.models.networks import Ensemble
-    from geosdm.models.trainer import threads
-
-    inputs, _ = model._inputs(columns, patches)  # encoded network inputs (shared with MultiSpeciesSDM)
-    net = copy.deepcopy(model.network_).to("cpu").eval()  # private copy: hooks never touch the shared model
+    net = copy.deepcopy(model.network_).to("cpu").eval()
 
     def hook(mod: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
         x = args[0]
@@ -82,6 +78,18 @@ def _mc_samples(model: MultiSpeciesSDM, columns: Mapping[str, np.ndarray], patch
     for mod in net.modules():
         if isinstance(mod, torch.nn.Dropout) and mod.p > 0:
             mod.register_forward_hook(hook)
+    return net
+
+
+def _mc_samples(model: MultiSpeciesSDM, net: Any, columns: Mapping[str, np.ndarray], patches: np.ndarray | None,
+                n: int) -> np.ndarray:
+    """``(n * members, cells, species)`` log-intensities of ``n`` stochastic passes of ``net``."""
+    import torch
+
+    from geosdm.models.networks import Ensemble
+    from geosdm.models.trainer import threads
+
+    inputs, _ = model._inputs(columns, patches)  # encoded network inputs (shared with MultiSpeciesSDM)
     batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
     outs = []
     with threads(model.n_threads), torch.no_grad():
@@ -114,7 +122,7 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
     offset
         Cloglog area offset ``log(area / area_unit_m2_)``.
     mc_dropout
-        Stochastic passes per member (0: members only, dropout off).
+        Stochastic passes per member (0: members only, dropout off); they run on the CPU.
     seed
         Seed of the dropout masks (combine it with the block position for distinct tiles).
     """
@@ -140,7 +148,7 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
         k = int(model.patch_["size"])
         pos = [inputs.variables.index(v) for v in inputs.patch_variables]
         windows = sliding_window_view(data[pos], (k, k), axis=(1, 2))
-    generator = torch.Generator().manual_seed(int(seed))
+    net = _mc_network(model, torch.Generator().manual_seed(int(seed))) if mc_dropout else None
     calibrator = getattr(model, "calibrator_", None) if calibrate else None
     q = np.asarray(quantiles, dtype="float64")
     for start in range(0, cells.size, int(batch_size)):
@@ -150,7 +158,7 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
         if windows is not None:
             iy, ix = np.divmod(sel, bx)
             patches = np.ascontiguousarray(windows[:, iy, ix].transpose(1, 0, 2, 3))
-        f = (_mc_samples(model, columns, patches, mc_dropout, generator) if mc_dropout
+        f = (_mc_samples(model, net, columns, patches, mc_dropout) if net is not None
              else _member_samples(model, columns, patches)).astype(np.float32)  # (samples, b, species)
         p = probability_inplace(f, model.link_, offset)
         if calibrator is not None:

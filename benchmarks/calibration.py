@@ -1,0 +1,219 @@
+"""Benchmark: calibrated probabilities and ensemble intervals against the known truth of the demo region.
+
+The demo region (``geosdm.demo``) knows each virtual species' true occurrence probability on every 100 m cell
+(``truth/truth.zarr``: ``probability``) and one realised occurrence (``occurrence``). The benchmark
+
+1. builds the training table (presence-only records with the observer-bias covariate ``log(bias)``, uniform
+   background, presence/absence surveys: 2 visits per plot, imperfect detection; 5 spatial folds of 2 km
+   blocks) on the truth's covariate layers, as ``benchmarks/demo_truth.py`` does;
+2. fits the integrated model (``loss="integrated"``, a deep ensemble of ``n_members`` networks);
+3. gets held-out survey predictions (one refit per fold predicts that fold's plots) and fits the calibrators
+   on them (:func:`geosdm.models.calibration.calibrate`; per species, detection-corrected from the repeat
+   visits, species with < 5 detected plots share one map; Platt, isotonic and temperature);
+4. predicts every cell over one cell's area (10,000 m², the truth's unit) without and with calibration, and
+   the ensemble's uncertainty layers (``q05``, ``q95`` of the members' calibrated probabilities).
+
+Figures (all cells x all species pooled unless said otherwise):
+
+* ``ece_calibrated`` / ``ece_uncalibrated``: expected calibration error against the true probability, 10
+  uniform probability bins: ``ECE = sum_b (n_b / N) |mean predicted_b - mean true probability_b|`` over the
+  (cell, species) pairs in bin ``b``; ``*_quantile``: the same with 10 equal-count bins; ``*_occurrence``:
+  against the realised occurrence (0/1) instead; ``mae_*``: mean ``|predicted - true probability|`` per cell;
+* ``interval_coverage_90``: share of (cell, species) whose true probability lies in the ensemble's
+  ``[q05, q95]`` interval (nominal 0.90), and its mean width;
+* held-out survey metrics (macro over species): ROC AUC, Brier and ECE against the observed detections, raw and
+  cross-fitted calibrated.
+
+The calibration method reported is chosen without the truth: the one with the lowest cross-fitted held-out
+Brier score against the survey detections (``--method auto``, :func:`geosdm.models.calibration.select_method`);
+every method's figures are reported too.
+
+Usage::
+
+    python benchmarks/calibration.py                       # default preset, generated into benchmarks/.cache
+    python benchmarks/calibration.py --preset small --quick
+
+The last output line is one JSON object with ``ece_calibrated`` and ``interval_coverage_90`` (goal:
+``ece_calibrated <= 0.03``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import emit  # noqa: E402
+
+from geosdm.demo import DemoLayout  # noqa: E402
+from geosdm.evaluate import compare_with_truth, evaluate_held_out  # noqa: E402
+from geosdm.models import MultiSpeciesSDM  # noqa: E402
+from geosdm.models.calibration import calibrate, held_out_predictions, select_method  # noqa: E402
+from geosdm.predict import predict  # noqa: E402
+from geosdm.predict.uncertainty import predict_uncertainty  # noqa: E402
+from geosdm.records import extract_covariates, read_records, training_table  # noqa: E402
+
+#: The integrated model of benchmarks/demo_truth.py (early stopping on a spatial fold; 5 ensemble members).
+CONFIG: dict[str, Any] = {
+    "network": "mlp", "hidden": 250, "n_blocks": 2, "epochs": 400, "batch_size": 512, "lr": 1e-3,
+    "patience": 10, "val_size": 0.2, "n_members": 5,
+}
+CACHE = Path(__file__).resolve().parent / ".cache"
+METHODS = ("platt", "isotonic", "temperature")
+
+
+def _demo(args: argparse.Namespace) -> DemoLayout:
+    if args.demo:
+        return DemoLayout.at(args.demo)
+    from geosdm.demo import generate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return generate(CACHE / f"demo-{args.preset}", preset=args.preset, seed=0)
+
+
+def _table(layout: DemoLayout, cube: str, covariates: list[str], n_background: int, seed: int) -> pd.DataFrame:
+    records = pd.concat([read_records(layout.presence_only_csv), read_records(layout.surveys_parquet)],
+                        ignore_index=True)
+    records = records[records["kind"] != "count"]  # PO + PA (trap counts left out, as in demo_truth.py)
+    res = float(layout.region()["target_grid"]["resolution"])
+    tt = training_table(records, cube, n_background=n_background, n_folds=5, block_size=20 * res, seed=seed,
+                        variables=covariates)
+    table = extract_covariates(str(layout.truth_zarr), tt.table, variables=["bias"])
+    table["log_bias"] = np.log(np.maximum(table["bias"].to_numpy(dtype="float64"), 1e-6))
+    return table.drop(columns=["bias"])
+
+
+def _round(d: dict[str, Any], n: int = 4) -> dict[str, Any]:
+    return {k: round(float(v), n) if isinstance(v, (float, np.floating)) else v for k, v in d.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
+    p.add_argument("--preset", default="default", choices=["small", "default"])
+    p.add_argument("--method", default="auto", choices=["auto", *METHODS],
+                   help="the calibration method reported (auto: lowest cross-fitted held-out survey Brier score)")
+    p.add_argument("--n-background", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config", default=None, help="JSON overriding CONFIG")
+    p.add_argument("--quick", action="store_true", help="at most 40 epochs, 2,000 background points, 3 members")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    config = {**CONFIG, **(json.loads(args.config) if args.config else {})}
+    if args.quick:
+        config["epochs"], config["n_members"] = min(config["epochs"], 40), min(config["n_members"], 3)
+        args.n_background = min(args.n_background, 2000)
+    t_start = time.perf_counter()
+    layout = _demo(args)
+    truth = xr.open_zarr(layout.truth_zarr)
+    covariates = [str(v) for v, a in truth.data_vars.items()
+                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    grid = truth[covariates].load().chunk({"y": 200, "x": 200})
+    cell_area = float(layout.region()["target_grid"]["resolution"]) ** 2
+    t0 = time.perf_counter()
+    table = _table(layout, str(layout.truth_zarr), covariates, args.n_background, args.seed)
+    print(f"training table: {len(table)} rows {table['kind'].value_counts().to_dict()} "
+          f"({time.perf_counter() - t0:.1f} s); {len(covariates)} covariates; config {json.dumps(config)}", flush=True)
+
+    model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"], seed=args.seed,
+                            **config)
+    t0 = time.perf_counter()
+    model.fit(table)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    held = held_out_predictions(model, table)
+    cv_s = time.perf_counter() - t0
+    print(f"model fit {fit_s:.1f} s; held-out predictions of {len(held.sites.frame)} survey plots from "
+          f"{len(held.folds)} fold refits {cv_s:.1f} s", flush=True)
+
+    truth_eval: dict[str, Any] = {}
+    raw = compare_with_truth(predict(model, grid, area=cell_area, calibration=False).probability, truth)
+    truth_eval["uncalibrated"] = raw.pooled
+    models, evals = {}, {}
+    for method in METHODS:
+        models[method] = calibrate(model, method=method, held_out=held)
+        ev = evals[method] = compare_with_truth(predict(models[method], grid, area=cell_area).probability, truth)
+        truth_eval[method] = ev.pooled
+        print(f"{method}: {json.dumps(_round({k: v for k, v in ev.pooled.items() if not k.startswith('macro_')}))}",
+              flush=True)
+    method, selection = ((args.method, {}) if args.method != "auto" else select_method(held))
+    print(f"method: {method} (held-out survey Brier by method: {json.dumps(_round(selection, 5))})", flush=True)
+    chosen = models[method]
+    cal = chosen.calibrator_
+    true_det = {s["name"]: s["detection"] for s in json.loads((layout.truth_zarr.parent / "species.json").read_text())}
+    det_err = [abs(cal.detection[s] - true_det[s]) for s in cal.species if s in cal.detection and s in true_det]
+
+    t0 = time.perf_counter()
+    unc = predict_uncertainty(chosen, grid, area=cell_area, quantiles=(0.05, 0.5, 0.95)).load()
+    unc_eval = compare_with_truth(unc["mean"], truth, uncertainty=unc)
+    unc_s = time.perf_counter() - t0
+    held_eval = evaluate_held_out(held, calibration=method, top_k=(1, 5, 10, 25))
+    headline = held_eval.headline()
+    held_by_method = {m: (headline if m == method else evaluate_held_out(held, calibration=m, top_k=(5,))
+                          .headline())["calibrated"] for m in METHODS}
+    print(f"uncertainty ({chosen.network_spec_.get('n_members', 1)} members): "
+          f"{json.dumps(_round({k: v for k, v in unc_eval.pooled.items() if not k.startswith('macro_')}))} "
+          f"({unc_s:.1f} s)", flush=True)
+    print(f"held-out surveys: {json.dumps(headline)}", flush=True)
+    print(f"held-out surveys, cross-fitted calibration by method: {json.dumps(held_by_method)}", flush=True)
+    per_species = pd.DataFrame({
+        "uncalibrated_mae": raw.species.set_index("species")["mae"],
+        f"{method}_mae": evals[method].species.set_index("species")["mae"],
+        "coverage_90": unc_eval.species.set_index("species")["coverage_90"],
+        "detection_est": pd.Series(cal.detection), "detection_true": pd.Series(true_det),
+    }).round(3)
+    print(per_species.to_string(), flush=True)
+
+    u, c = truth_eval["uncalibrated"], truth_eval[method]
+    out = {
+        "preset": layout.region()["preset"],
+        "n_species": len(model.species_),
+        "method": method,
+        "method_selection_brier": selection,
+        "ece_calibrated": c["ece"],
+        "ece_uncalibrated": u["ece"],
+        "ece_calibrated_quantile_bins": c["ece_quantile"],
+        "ece_uncalibrated_quantile_bins": u["ece_quantile"],
+        "ece_calibrated_vs_occurrence": c["ece_occurrence"],
+        "ece_uncalibrated_vs_occurrence": u["ece_occurrence"],
+        "mae_calibrated": c["mae"],
+        "mae_uncalibrated": u["mae"],
+        "mean_true_probability": c["mean_true"],
+        "mean_calibrated": c["mean_predicted"],
+        "mean_uncalibrated": u["mean_predicted"],
+        "auc_occurrence_calibrated": c["roc_auc"],
+        "auc_occurrence_uncalibrated": u["roc_auc"],
+        "interval_coverage_90": unc_eval.pooled["coverage_90"],
+        "interval_width_90": unc_eval.pooled["interval_width"],
+        "ensemble_members": int(model.network_spec_.get("n_members", 1)),
+        "other_methods": {m: _round({k: truth_eval[m][k] for k in ("ece", "ece_quantile", "mae")}, 5)
+                          for m in METHODS},
+        "detection_abs_error_mean": float(np.mean(det_err)) if det_err else None,
+        "held_out": headline,
+        "held_out_calibrated_by_method": held_by_method,
+        "area_m2": cell_area,
+        "goal_ece_met": bool(c["ece"] <= 0.03),
+        "seconds": {"fit": round(fit_s, 1), "held_out_refits": round(cv_s, 1), "uncertainty": round(unc_s, 1),
+                    "total": round(time.perf_counter() - t_start, 1)},
+        "config": config,
+    }
+    emit(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Benchmark: explanations against the known drivers of the demo region's virtual species.
+
+Each virtual species (``truth/species.json``) responds to 2-4 known covariates through known response
+functions ``f_j`` on the logit scale; a driver's ``importance`` is the variance of ``f_j`` over the map. An
+integrated SDM (as in ``benchmarks/demo_truth.py``: presence-only + surveys, truth covariates as the cube, the
+observer-bias layer as a bias covariate) is fitted, then explained:
+
+* **top-3 recall** (``top3_recall``) — per species, the fraction of its true top-``min(3, n_drivers)`` drivers
+  (by ``importance``) found among the model's 3 most important variables by permutation importance (scored
+  on ``--points`` cells drawn uniformly over the map), averaged over species. Diagnostics: the same with the
+  mean ``|integrated gradients|`` as the ranking (``top3_recall_ig``); accepting a top-3 variable correlated
+  (``|r| >= 0.9``) with a missed driver (``top3_recall_with_correlated_proxy``); and at the level of what the
+  data can identify (``top3_recall_groups``): groups = complete-linkage clusters of covariates with
+  ``|r| >= 0.9`` plus the land-cover fractions as one composition (they sum to 1), the model ranked by grouped
+  permutation importance, the truth by the variance of its contributions summed per group
+  (``top3_recall_clusters``: clusters only; ``top3_recall_groups_chance``: a random ranking's expectation).
+* **response correlation** (``response_corr``) — per species and driver, the Pearson correlation between the
+  model's partial dependence on the driver over the training range and the known response function there,
+  averaged. ``response_corr_on_manifold``: the on-manifold curves (collinear twins follow the driver along
+  their regression lines, land-cover fractions keep their sum) against the truth's own curve under the same
+  change; ``response_corr_identifiable``: drivers with no collinear twin and outside the composition.
+* **integrated-gradients completeness** — ``max |sum_v A_v - (f(x) - f(baseline))|`` relative to
+  ``max |f(x) - f(baseline)|``, at the sample cells (all species; ``ig_completeness_rel``) and over a window
+  of the lazily computed attribution cube compared with ``geosdm.predict.predict``'s log-intensity
+  (``ig_cube_completeness_rel``).
+
+The demo's covariates are not identifiable one by one: bio01, bio05, bio06, bio08 and bio10 are one map up
+to a linear transform (``|r| >= 0.99``), the precipitation layers likewise, elevation follows temperature
+(``r = -0.95``), and the land-cover fractions sum to 1. Pests need host plants and enemies need prey, so their
+realised distributions also follow their partners' drivers, which are not among their own "true" drivers:
+figures are also reported by role.
+
+Usage::
+
+    python benchmarks/explain.py                         # default preset, generated into benchmarks/.cache
+    python benchmarks/explain.py --demo demo-output      # an existing demo folder
+    python benchmarks/explain.py --preset small --quick
+
+The last output line is one JSON object with ``top3_recall``, ``response_corr``, ``ig_completeness_rel`` and
+the diagnostics above.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from demo_truth import CACHE, CONFIG, _demo, _table  # noqa: E402  (same data and model settings)
+
+from geosdm.demo._species import response  # noqa: E402
+from geosdm.explain import (  # noqa: E402
+    attribute,
+    attribution_cube,
+    correlated_groups,
+    permutation_importance,
+    response_curves,
+    top_variables,
+    training_ranges,
+)
+from geosdm.models import MultiSpeciesSDM  # noqa: E402
+
+
+def _true_top(drivers: list[dict[str, Any]]) -> list[str]:
+    ranked = sorted(drivers, key=lambda d: -float(d["importance"]))
+    return [d["variable"] for d in ranked[: min(3, len(ranked))]]
+
+
+def _recall(truth: dict[str, list[str]], found: dict[str, list[str]]) -> dict[str, float]:
+    return {s: len(set(t) & set(found.get(s, []))) / len(t) for s, t in truth.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
+    p.add_argument("--preset", default="default", choices=["small", "default"])
+    p.add_argument("--n-background", type=int, default=10_000)
+    p.add_argument("--members", type=int, default=1, help="ensemble members of the fitted model")
+    p.add_argument("--points", type=int, default=5_000, help="map cells scoring the permutation importance")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--scoring", default="correlation", choices=["correlation", "mse"])
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradients nodes")
+    p.add_argument("--pd-points", type=int, default=1_000, help="cells averaged by the partial dependence")
+    p.add_argument("--ig-points", type=int, default=1_000, help="cells explained by integrated gradients")
+    p.add_argument("--window", type=int, default=128, help="side of the lazily attributed cube window (cells)")
+    p.add_argument("--window-species", type=int, default=2, help="species of the lazily attributed window")
+    p.add_argument("--cluster-threshold", type=float, default=0.9,
+                   help="|r| joining covariates into one collinearity cluster (complete linkage)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="at most 40 epochs, 2,000 background points")
+    p.add_argument("--reuse-model", action="store_true",
+                   help="load the model fitted by an earlier run with the same settings (benchmarks/.cache)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    config = {**CONFIG, "n_members": args.members}
+    if args.quick:
+        config["epochs"], args.n_background = min(config["epochs"], 40), min(args.n_background, 2000)
+    t_all = time.perf_counter()
+    layout = _demo(args)
+    cube = str(layout.truth_zarr)
+    grid_all = xr.open_zarr(cube)
+    covariates = [str(v) for v, a in grid_all.data_vars.items()
+                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    grid = grid_all[covariates].load()
+    species_truth = json.loads(layout.species_json.read_text())
+    t0 = time.perf_counter()
+    table = _table(layout, cube, covariates, args.n_background, args.seed)
+    key = hashlib.sha256(json.dumps([str(layout.root), config, args.n_background, args.seed]).encode()).hexdigest()[:12]
+    saved = CACHE / f"explain-model-{key}"
+    if args.reuse_model and (saved / "config.json").is_file():
+        model = MultiSpeciesSDM.load(saved)
+    else:
+        model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"],
+                                seed=args.seed, **config).fit(table)
+        model.save(saved)
+    t_fit = time.perf_counter() - t0
+    print(f"model: {len(covariates)} covariates, {len(model.species_)} species, {config['n_members']} member(s), "
+          f"fitted in {model.fit_seconds_:.1f} s (table + fit {t_fit:.1f} s)", flush=True)
+
+    # evaluation cells: uniform over the valid map
+    flat = {v: grid[v].values.ravel() for v in covariates}
+    valid = np.flatnonzero(np.all([np.isfinite(a) for a in flat.values()], axis=0))
+    rng = np.random.default_rng(args.seed)
+    cells = rng.choice(valid, size=min(args.points, valid.size), replace=False)
+    X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
+
+    truth_top = {s["name"]: _true_top(s["drivers"]) for s in species_truth}
+    roles = {s["name"]: s["role"] for s in species_truth}
+
+    # ------------------------------------------------------------------------------ permutation importance
+    t0 = time.perf_counter()
+    imp = permutation_importance(model, X, scoring=args.scoring, n_repeats=args.repeats, seed=args.seed)
+    t_imp = time.perf_counter() - t0
+    found = top_variables(imp, 3)
+    rec = _recall(truth_top, found)
+    corr = np.corrcoef(np.stack([flat[v][valid] for v in covariates]))
+    pos = {v: i for i, v in enumerate(covariates)}
+
+    def proxy_recall(s: str) -> float:
+        hits = 0
+        for d in truth_top[s]:
+            if d in found[s] or any(abs(corr[pos[d], pos[v]]) >= 0.9 for v in found[s]):
+                hits += 1
+        return hits / len(truth_top[s])
+
+    rec_proxy = {s: proxy_recall(s) for s in truth_top}
+    spread = float(imp["importance_std"].mean() / max(float(imp["importance_mean"].mean()), 1e-12))
+
+    # collinearity clusters: grouped permutation importance vs the truth's contributions summed per group
+    cells_all = {v: a[valid] for v, a in flat.items()}
+
+    def group_recall(groups: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, list[str]],
+                                                           dict[str, list[str]], float]:
+        group_of = {v: g for g, members in groups.items() for v in members}
+        truth_groups = {}
+        for sp in species_truth:
+            contrib: dict[str, Any] = {}
+            for d in sp["drivers"]:
+                g = group_of[d["variable"]]
+                f_j = response(d["kind"], d["params"], cells_all[d["variable"]].astype(np.float64))
+                contrib[g] = contrib.get(g, 0.0) + f_j
+            ranked = sorted(contrib, key=lambda g: -float(np.var(contrib[g])))
+            truth_groups[sp["name"]] = ranked[: min(3, len(ranked))]
+        t = time.perf_counter()
+        gimp = permutation_importance(model, X, groups=groups, scoring=args.scoring, n_repeats=args.repeats,
+                                      seed=args.seed)
+        found_groups = top_variables(gimp, 3)
+        return _recall(truth_groups, found_groups), truth_groups, found_groups, time.perf_counter() - t
+
+    clusters = correlated_groups(X, covariates, threshold=args.cluster_threshold)
+    cluster_of = {v: g for g, members in clusters.items() for v in members}
+    rec_clusters, truth_clusters, found_clusters, t_gimp = group_recall(clusters)
+    land_cover = [v for v in covariates if v.startswith("lc_")]  # class fractions of one map: a composition
+    groups = {"land cover": land_cover, **correlated_groups(X, [v for v in covariates if v not in land_cover],
+                                                            threshold=args.cluster_threshold)}
+    rec_groups, truth_groups, found_groups, _ = group_recall(groups)
+
+    # -------------------------------------------------------------------------------------- response curves
+    t0 = time.perf_counter()
+    drivers = sorted({d["variable"] for s in species_truth for d in s["drivers"]})
+    ranges = training_ranges(table, drivers)
+    pd_points = X.iloc[: args.pd_points]
+    rc = response_curves(model, pd_points, variables=drivers, n_grid=50, n_pd=len(pd_points), n_ice=0, extend=0.0,
+                         train_ranges=ranges, seed=args.seed)
+    # on-manifold variant: collinear twins follow the driver, land-cover fractions keep their sum
+    linked = {g: m for g, m in groups.items() if len(m) > 1 and g != "land cover"}
+    rc_on = response_curves(model, pd_points, variables=drivers, n_grid=50, n_pd=len(pd_points), n_ice=0,
+                            extend=0.0, train_ranges=ranges, linked=linked, compositions=[land_cover], seed=args.seed)
+    t_rc = time.perf_counter() - t0
+    from geosdm.explain.response import _followers, _move
+
+    cols = {v: pd_points[v].to_numpy() for v in covariates}
+    follow = _followers(cols, np.arange(len(pd_points)), covariates, linked, [land_cover], {})
+
+    def truth_pd(sp: dict[str, Any], v: str, grid: np.ndarray) -> np.ndarray:
+        """The truth's own partial dependence under the same on-manifold intervention as the model's."""
+        k = len(grid)
+        batch = {u: np.tile(cols[u].astype(np.float32), k) for u in covariates}
+        batch[v] = np.repeat(grid.astype(np.float32), len(pd_points))
+        if v in follow:
+            _move(batch, v, follow[v], cols[v], k)
+        total = sum(response(d["kind"], d["params"], batch[d["variable"]].astype(np.float64)) for d in sp["drivers"])
+        return total.reshape(k, len(pd_points)).mean(axis=1)
+
+    def pearson(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else np.nan
+
+    rows = []
+    for s in species_truth:
+        for d in s["drivers"]:
+            c = rc.sel(species=s["name"], variable=d["variable"])
+            xg = c["value"].values
+            ok = np.isfinite(xg)
+            true_f = response(d["kind"], d["params"], xg[ok].astype(np.float64))
+            c_on = rc_on.sel(species=s["name"], variable=d["variable"])
+            x_on = c_on["value"].values
+            ok_on = np.isfinite(x_on)
+            rows.append({"species": s["name"], "role": s["role"], "variable": d["variable"], "kind": d["kind"],
+                         "importance": d["importance"],
+                         "pearson": pearson(c["partial_dependence"].values[ok], true_f),
+                         "pearson_on_manifold": pearson(c_on["partial_dependence"].values[ok_on],
+                                                        truth_pd(s, d["variable"], x_on[ok_on])),
+                         "identifiable": len(clusters[cluster_of[d["variable"]]]) == 1
+                         and d["variable"] not in land_cover})
+    resp = pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------------------- integrated gradients
+    t0 = time.perf_counter()
+    ig_cells = X.iloc[: args.ig_points]
+    a = attribute(model, ig_cells, steps=args.steps)
+    t_ig = time.perf_counter() - t0
+    delta = (a.log_intensity - a.baseline_log_intensity).values
+    gap = np.abs(delta - a.attribution.sum("variable").values)
+    ig_rel = float(np.nanmax(gap) / np.nanmax(np.abs(delta)))
+    ig_rel_species = np.nanmax(gap, axis=1) / np.nanmax(np.abs(delta), axis=1)
+    mean_abs = np.abs(a.attribution).mean("point")
+    found_ig = {str(s): [str(v) for v in mean_abs.sel(species=s).to_series().sort_values(ascending=False).index[:3]]
+                for s in a.species.values}
+    rec_ig = _recall(truth_top, found_ig)
+
+    # lazy attribution cube over a window vs the lazy prediction
+    from geosdm.predict import predict
+
+    w = min(args.window, grid.sizes["y"], grid.sizes["x"])
+    window = grid.isel(y=slice(0, w), x=slice(0, w)).chunk({"y": 64, "x": 64})
+    names = list(model.species_[: args.window_species])
+    t0 = time.perf_counter()
+    attr = attribution_cube(model, window, species=names, steps=args.steps)
+    f = predict(model, window, log_intensity=True, probability=False)["log_intensity"]
+    window_rel = []
+    for s in names:
+        f_s, total = xr.align(f.sel(species=s), attr[s].sum("variable", skipna=False))
+        d = f_s.values - attr.attrs["geosdm:baseline_log_intensity"][s]
+        window_rel.append(float(np.nanmax(np.abs(d - total.values)) / np.nanmax(np.abs(d))))
+    t_cube = time.perf_counter() - t0
+    cells_per_s = len(names) * w * w / t_cube
+
+    by_role = {r: {"top3_recall": float(np.mean([rec[s] for s in rec if roles[s] == r])),
+                   "top3_recall_clusters": float(np.mean([rec_clusters[s] for s in rec if roles[s] == r])),
+                   "top3_recall_groups": float(np.mean([rec_groups[s] for s in rec if roles[s] == r])),
+                   "response_corr": float(resp.loc[resp.role == r, "pearson"].mean()),
+                   "response_corr_on_manifold": float(resp.loc[resp.role == r, "pearson_on_manifold"].mean())}
+               for r in ("plant", "pest", "enemy")}
+    per_species = pd.DataFrame({"role": roles, "true_top": {s: ",".join(v) for s, v in truth_top.items()},
+                                "model_top3": {s: ",".join(v) for s, v in found.items()},
+                                "recall": rec, "recall_ig": rec_ig, "recall_proxy": rec_proxy,
+                                "recall_clusters": rec_clusters, "recall_groups": rec_groups,
+                                "true_groups": {k: ",".join(v) for k, v in truth_groups.items()},
+                                "model_groups": {k: ",".join(v) for k, v in found_groups.items()}})
+    per_species["response_corr"] = resp.groupby("species")["pearson"].mean()
+    per_species["response_corr_on"] = resp.groupby("species")["pearson_on_manifold"].mean()
+    print(per_species.round(3).to_string(), flush=True)
+    worst = resp.sort_values("pearson").head(12)
+    print("lowest response correlations:\n" + worst.round(3).to_string(index=False), flush=True)
+    print(resp.groupby(["identifiable", "kind"])[["pearson", "pearson_on_manifold"]].agg(["count", "mean", "median",
+                                                                                        "min"]).round(3).to_string(),
+          flush=True)
+    print(f"collinearity clusters (|r| >= {args.cluster_threshold}): "
+          + "; ".join(f"{g}: {','.join(m)}" for g, m in clusters.items() if len(m) > 1), flush=True)
+    out = {
+        "preset": layout.region()["preset"],
+        "n_species": len(truth_top),
+        "n_covariates": len(covariates),
+        "top3_recall": float(np.mean(list(rec.values()))),
+        "response_corr": float(resp["pearson"].mean()),
+        "response_corr_median": float(resp["pearson"].median()),
+        "ig_completeness_rel": ig_rel,
+        "ig_completeness_rel_median_species": float(np.nanmedian(ig_rel_species)),
+        "ig_completeness_max_abs": float(np.nanmax(gap)),
+        "ig_cube_completeness_rel": float(max(window_rel)),
+        "top3_recall_clusters": float(np.mean(list(rec_clusters.values()))),
+        "top3_recall_groups": float(np.mean(list(rec_groups.values()))),
+        "n_groups": len(groups),
+        "top3_recall_groups_chance": float(np.mean([min(3, len(groups)) / len(groups) for _ in truth_groups])),
+        "n_clusters": len(clusters),
+        "response_corr_on_manifold": float(resp["pearson_on_manifold"].mean()),
+        "response_corr_on_manifold_median": float(resp["pearson_on_manifold"].median()),
+        "response_corr_identifiable": float(resp.loc[resp.identifiable, "pearson"].mean()),
+        "n_drivers_identifiable": int(resp.identifiable.sum()),
+        "n_drivers": int(len(resp)),
+        "top3_recall_ig": float(np.mean(list(rec_ig.values()))),
+        "top3_recall_with_correlated_proxy": float(np.mean(list(rec_proxy.values()))),
+        "importance_sd_over_mean": spread,
+        "by_role": by_role,
+        "scoring": args.scoring,
+        "n_points": int(len(X)),
+        "n_repeats": args.repeats,
+        "ig_steps": args.steps,
+        "seconds": {"fit": round(t_fit, 1), "importance": round(t_imp, 1),
+                    "grouped_importance": round(t_gimp, 1), "response": round(t_rc, 1),
+                    "ig_points": round(t_ig, 1), "ig_cube_window": round(t_cube, 1),
+                    "total": round(time.perf_counter() - t_all, 1)},
+        "ig_cube_cell_species_per_s": round(cells_per_s, 1),
+        "config": config,
+    }
+    print(json.dumps(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()
