@@ -25,7 +25,8 @@ __all__ = ["SDMAccessor"]
 
 @xr.register_dataset_accessor("sdm")
 class SDMAccessor:
-    """``ds.sdm``: predict from a covariate cube, write, explain and combine layer cubes."""
+    """``ds.sdm``: predict (with uncertainty) from a covariate cube, explain it, combine probability cubes into
+    interaction layers, write any of them."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
@@ -48,3 +49,28 @@ class SDMAccessor:
         from geosdm.io import write_layers
 
         return write_layers(self._ds, path, **kwargs)
+
+    def uncertainty(self, model: Any, **kwargs: Any) -> xr.Dataset:
+        """Lazy mean/sd/quantile layers over ensemble members or MC dropout:
+        :func:`geosdm.predict.uncertainty.predict_uncertainty`."""
+        from geosdm.predict.uncertainty import predict_uncertainty
+
+        return predict_uncertainty(model, self._ds, **kwargs)
+
+    def attribution(self, model: Any, **kwargs: Any) -> xr.Dataset:
+        """Lazy attribution cube ``(variable, y, x)`` per species: :func:`geosdm.explain.attribution_cube`."""
+        from geosdm.explain.attribution import attribution_cube
+
+        return attribution_cube(model, self._ds, **kwargs)
+
+    def mess(self, reference: Any, **kwargs: Any) -> xr.Dataset:
+        """Lazy MESS extrapolation map against the training ``reference``: :func:`geosdm.explain.mess`."""
+        from geosdm.explain.extrapolation import mess
+
+        return mess(reference, self._ds, **kwargs)
+
+    def interactions(self, network: Any, **kwargs: Any) -> xr.Dataset:
+        """Lazy interaction layers from this probability cube: :func:`geosdm.interactions.interaction_layers`."""
+        from geosdm.interactions.layers import interaction_layers
+
+        return interaction_layers(self._ds, network, **kwargs)

@@ -145,6 +145,10 @@ def test_layers_stay_lazy_and_tile_chunked() -> None:
     net = network_from_frames(pd.DataFrame({"source": ["h", "k"], "target": ["k", "m"]}))
     with dask.config.set(scheduler=_no_compute):
         out = interaction_layers(cube, net, sets={"s": ["h->k", "k->m"]})
+        import geosdm  # noqa: F401  (the .sdm accessor forwards to interaction_layers)
+
+        via = cube.to_dataset(name="probability").sdm.interactions(net, sets={"s": ["h->k", "k->m"]})
+    assert via.joint.data.name == out.joint.data.name  # the same graph
     for name, v in out.data_vars.items():
         assert v.chunks[0] == (v.shape[0],), name  # all layers of a tile in one chunk
         assert v.chunks[1] == (8, 8, 4) and v.chunks[2] == (8, 8, 8, 6)
