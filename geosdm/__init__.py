@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import logging
 
-from geosdm import accessor as _accessor  # noqa: F401  (registers the ``.sdm`` xarray accessor)
+import os as _os
+
 from geosdm.errors import GeoSDMError
+
+if not _os.environ.get("GEOSDM_SERVICE_CHILD"):  # local service children (geosdm.services) need no xarray
+    from geosdm import accessor as _accessor  # noqa: F401  (registers the ``.sdm`` xarray accessor)
 
 __all__ = ["GeoSDMError", "__version__"]
 __version__ = "0.1.0"

@@ -2,7 +2,7 @@
 
 Kinds: ``http`` (range HTTP server over ``--root``), ``s3`` (moto) and ``exec`` (replace this process with the
 command after ``--``, e.g. ``rustac serve``). ``http`` and ``s3`` bind port 0 and write the bound port to
-``--port-file``. Every child follows its parent: on Linux the kernel sends it SIGTERM when the parent dies
+``--port-file``. Every child follows its parent: on Linux the kernel sends it SIGUSR1 when the parent dies
 (``PR_SET_PDEATHSIG``, kept across exec); ``http`` and ``s3`` also poll the parent id. Internal, not public API.
 """
 
@@ -29,11 +29,27 @@ def _follow_parent(parent: int) -> None:
 
         pr_set_pdeathsig = 1
         try:
-            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, _PARENT_DIED, 0, 0, 0)
         except (OSError, AttributeError):  # pragma: no cover - exotic libc
             log.debug("prctl(PR_SET_PDEATHSIG) unavailable")
     if os.getppid() != parent:  # the parent died before we got here
         sys.exit(0)
+
+
+#: The signal the kernel sends when the parent dies (``PR_SET_PDEATHSIG``): not SIGTERM, so the handler knows the
+#: parent is gone without asking ``getppid()``, which can still name the dying parent when the signal arrives.
+_PARENT_DIED = signal.SIGUSR1
+
+
+def _parent_died(signum: int, frame: object) -> None:
+    """Orphaned: remove the run folder (nobody else will) and exit."""
+    logging.shutdown()
+    owned = _STATE.get("owned_dir")
+    if isinstance(owned, Path):
+        import shutil
+
+        shutil.rmtree(owned, ignore_errors=True)
+    os._exit(0)
 
 
 def _exit_now(signum: int, frame: object) -> None:
@@ -103,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     # served read-only, moto keeps memory), so exit at once; the kernel closes the listening socket.
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(_PARENT_DIED, _parent_died)
     if args.kind == "exec":
         if not command:
             parser.error("exec needs a command after --")

@@ -70,8 +70,9 @@ class ChildProcess:
         log.debug("starting %s: %s", self.name, " ".join(self.argv))
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
-            self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            self._proc = subprocess.Popen(  # a light `import geosdm` (no xarray accessor): children start fast
+                self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                env={**os.environ, "GEOSDM_SERVICE_CHILD": "1"},
             )
         except OSError as exc:
             self.stop()
