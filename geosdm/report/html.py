@@ -107,5 +107,8 @@ def write_report(path: str | PathLike[str], title: str, sections: Sequence[Secti
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
     os.replace(tmp, out)
     return out
