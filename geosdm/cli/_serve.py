@@ -26,8 +26,12 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM / SIGHUP into KeyboardInterrupt (like Ctrl-C) so every service is stopped on the way out."""
-    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    """Turn SIGINT / SIGTERM / SIGHUP into KeyboardInterrupt so every service is stopped on the way out.
+
+    SIGINT is set explicitly: a process started with SIGINT ignored (a background job, some test runners)
+    would otherwise never see Ctrl-C.
+    """
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
     previous = {n: signal.signal(getattr(signal, n), _interrupt) for n in names}
     try:
         yield
