@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from geosdm.cli._options import Dtype, json_option
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Interaction-likelihood maps from an ecological network and species probability cubes.",
@@ -23,24 +25,6 @@ app = typer.Typer(help="Interaction-likelihood maps from an ecological network a
 class Method(str, Enum):
     dependence = "dependence"
     plackett = "plackett"
-
-
-class Dtype(str, Enum):
-    uint8 = "uint8"
-    float16 = "float16"
-    float32 = "float32"
-
-
-def _json(text: str | None, what: str) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise typer.BadParameter(f"{what} must be a JSON object, e.g. '{{\"key\": \"...\"}}' ({err})") from None
-    if not isinstance(value, dict):
-        raise typer.BadParameter(f"{what} must be a JSON object")
-    return value
 
 
 def _sets(values: list[str] | None) -> dict[str, tuple[str, ...]] | None:
@@ -101,11 +85,11 @@ def run(
     cfg = InteractionsConfig(
         predictions=predictions, edges=str(edges), nodes=str(nodes) if nodes else None, output=output,
         surveys=tuple(surveys or ()), method=method.value, detection=_detection(detection), leakage=leakage,
-        aliases=_json(aliases, "--aliases"),
+        aliases=json_option(aliases, "--aliases"),
         crops=tuple(c.strip() for c in crops.split(",") if c.strip()) if crops else None, sets=_sets(sets),
         independent=independent, weighted=weighted, dtype=dtype.value, tile_shape=(tile, tile) if tile else None,
         cogs=cogs, per_layer=per_layer, stac=stac, collection_id=collection,
-        storage_options=_json(storage_options, "--storage-options"),
+        storage_options=json_option(storage_options, "--storage-options"),
     )
     with dask_client(scheduler, workers) as client:
         report = run_interactions(cfg, client=client, progress=progress, overwrite=overwrite)
@@ -154,7 +138,7 @@ def network(
             from geosdm.interactions import open_probability
 
             names = [str(s) for s in open_probability(species)["species"].values]
-        out["match"] = match_species(net, names, aliases=_json(aliases, "--aliases")).summary()
+        out["match"] = match_species(net, names, aliases=json_option(aliases, "--aliases")).summary()
     if as_json:
         typer.echo(json.dumps(out, default=str))
         return

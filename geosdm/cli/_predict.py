@@ -7,35 +7,16 @@ prints a summary.
 
 from __future__ import annotations
 
-import json
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import typer
+
+from geosdm.cli._options import Dtype, json_option
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Predict species distributions over a covariate cube (Zarr + COGs + STAC).",
                   no_args_is_help=True)
-
-
-class Dtype(str, Enum):
-    uint8 = "uint8"
-    float16 = "float16"
-    float32 = "float32"
-
-
-def _json(text: str | None, what: str) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise typer.BadParameter(f"{what} must be a JSON object, e.g. '{{\"key\": \"...\"}}' ({err})") from None
-    if not isinstance(value, dict):
-        raise typer.BadParameter(f"{what} must be a JSON object")
-    return value
 
 
 @app.command("run")
@@ -69,8 +50,8 @@ def run(
         model=str(model), cube=cube, output=output, dtype=dtype.value, area=area, log_intensity=log_intensity,
         tile_shape=(tile, tile) if tile else None, cogs=cogs, multiband=multiband,
         species=tuple(s.strip() for s in species.split(",") if s.strip()) if species else None, stac=stac,
-        collection_id=collection, storage_options=_json(storage_options, "--storage-options"),
-        cube_storage_options=_json(cube_storage_options, "--cube-storage-options"),
+        collection_id=collection, storage_options=json_option(storage_options, "--storage-options"),
+        cube_storage_options=json_option(cube_storage_options, "--cube-storage-options"),
     )
     with dask_client(scheduler, workers) as client:
         report = run_prediction(cfg, client=client, progress=progress, overwrite=overwrite)
@@ -105,6 +86,6 @@ def cogs_command(
 
     outs = export_cogs(store, out_dir, variable=variable, multiband=multiband,
                        layers=[s.strip() for s in layers.split(",") if s.strip()] if layers else None,
-                       storage_options=_json(storage_options, "--storage-options"), progress=progress)
+                       storage_options=json_option(storage_options, "--storage-options"), progress=progress)
     bad = [c.path for c in outs if c.valid is False]
     Console().print(f"COGs: {len(outs)} in {out_dir}" + (f" [red]invalid: {bad}[/red]" if bad else ""))

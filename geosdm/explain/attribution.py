@@ -33,7 +33,7 @@ import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import pandas as pd
 import xarray as xr
 
-from geosdm.errors import GridError, InputError, MissingVariableError
+from geosdm.errors import InputError, MissingVariableError
 from geosdm.predict._model import ModelInputs, as_model, model_fingerprint, model_inputs
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ def attribution_cube(
     >>> attr = attribution_cube(model, "cube.zarr", species=["plant_01"], steps=32)  # doctest: +SKIP
     >>> write_layers(attr, "attribution.zarr", identity=attr.attrs)  # doctest: +SKIP
     """
-    from geosdm.predict.lazy import _model_key, open_input
+    from geosdm.predict.lazy import georeferenced, model_key, open_input, with_halo
 
     m = as_model(model)
     _check(method, steps)
@@ -312,13 +312,7 @@ def attribution_cube(
                  max_block_mb)
         stacked, ds, tile = open_input(cube, variables, tile_shape=(ty, tx), storage_options=storage_options)
     core_chunks = stacked.chunks[1:]
-    if inputs.halo:
-        h = inputs.halo
-        small = min(min(stacked.chunks[1]), min(stacked.chunks[2]))
-        if small < h:
-            raise InputError(f"a tile edge of {small} cells is smaller than the patch halo {h}; choose a larger "
-                             "tile_shape")
-        stacked = da.overlap.overlap(stacked, depth={0: 0, 1: h, 2: h}, boundary={0: "none", 1: np.nan, 2: np.nan})
+    stacked = with_halo(stacked, inputs.halo)
     fp = model_fingerprint(m)
     base_values, base_f = _baseline_values(m, sp, baseline)
     settings = {"method": method, "steps": int(steps), "baseline": base_values, "species": names,
@@ -326,7 +320,7 @@ def attribution_cube(
     token = f"geosdm-attribution-{fp}-{dask.base.tokenize(settings, stacked.name)}"
     n_out = len(variables) + int(residual)
     block = da.map_blocks(
-        _attribution_block, _model_key(m, fp), stacked, inputs=inputs, species=tuple(sp), method=method,
+        _attribution_block, model_key(m, fp), stacked, inputs=inputs, species=tuple(sp), method=method,
         steps=int(steps), baseline=dict(baseline) if baseline else None, batch_size=int(batch_size),
         residual=bool(residual), new_axis=0, chunks=((len(sp),), (n_out,), *core_chunks),
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), dtype=np.float32), name=token,
@@ -350,12 +344,7 @@ def attribution_cube(
         out["completeness_residual"] = xr.DataArray(block[:, len(variables)], dims=("species", "y", "x"), attrs={
             "long_name": "f(x) - f(baseline) - sum of attributions", "units": "log-intensity"})
         out = out.assign_coords(species=names)
-    for v in out.data_vars.values():
-        if "spatial_ref" in out.coords:
-            v.attrs["grid_mapping"] = "spatial_ref"
-    if out.odc.geobox is None or out.odc.geobox.crs is None:
-        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
-    return out
+    return georeferenced(out)
 
 
 def attribution_species(ds: xr.Dataset) -> list[str]:

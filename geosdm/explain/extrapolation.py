@@ -26,7 +26,7 @@ import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import pandas as pd
 import xarray as xr
 
-from geosdm.errors import GridError, InputError, MissingVariableError
+from geosdm.errors import InputError, MissingVariableError
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -175,7 +175,7 @@ def mess(
     >>> m = mess(reference_from(table, model.feature_names_, model=model), "cube.zarr")  # doctest: +SKIP
     >>> write_layers(m, "mess.zarr")  # doctest: +SKIP
     """
-    from geosdm.predict.lazy import open_input
+    from geosdm.predict.lazy import georeferenced, open_input
 
     if not isinstance(reference, Reference):
         raise InputError(f"reference must be a Reference (see reference_from), got {type(reference).__name__}")
@@ -202,9 +202,4 @@ def mess(
     if per_variable:
         out["similarity"] = xr.DataArray(block[2:], dims=("variable", "y", "x"), attrs={
             "long_name": "environmental similarity to the training data per variable", "units": "%"})
-    for v in out.data_vars.values():
-        if "spatial_ref" in out.coords:
-            v.attrs["grid_mapping"] = "spatial_ref"
-    if out.odc.geobox is None or out.odc.geobox.crs is None:
-        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
-    return out
+    return georeferenced(out)

@@ -21,7 +21,6 @@ from os import PathLike
 from typing import Any, Literal
 
 import dask
-import dask.array as da
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import xarray as xr

@@ -34,7 +34,7 @@ from geosdm.predict._model import (
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["predict", "open_input", "DEFAULT_TILE"]
+__all__ = ["predict", "open_input", "model_key", "with_halo", "georeferenced", "DEFAULT_TILE"]
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,39 @@ def open_input(cube: xr.Dataset | str | PathLike[str], variables: tuple[str, ...
     return stacked, ds, (ty, tx)
 
 
-def _model_key(model: MultiSpeciesSDM, fp: str) -> Any:
+def model_key(model: MultiSpeciesSDM, fp: str) -> Any:
     """The model as one graph key (named by its hash): sent to each worker once, shared by all tile tasks."""
     return dask.delayed(model, name=f"geosdm-model-{fp}", traverse=False, pure=True)
+
+
+def with_halo(stacked: da.Array, halo: int) -> da.Array:
+    """``stacked`` (V, y, x) with ``halo`` cells from neighbouring tiles on every side (NaN beyond the grid), for
+    patch networks; unchanged when ``halo`` is 0.
+
+    Raises
+    ------
+    InputError
+        An edge tile is narrower than the halo.
+    """
+    if not halo:
+        return stacked
+    small = min(min(stacked.chunks[1]), min(stacked.chunks[2]))
+    if small < halo:
+        raise InputError(
+            f"a tile edge of {small} cells is smaller than the patch halo {halo}; choose a tile_shape that leaves "
+            f"edge tiles of at least {halo} cells (grid {stacked.shape[1]} x {stacked.shape[2]})"
+        )
+    return da.overlap.overlap(stacked, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: np.nan, 2: np.nan})
+
+
+def georeferenced(out: xr.Dataset) -> xr.Dataset:
+    """Point every variable of a layer Dataset at its ``spatial_ref`` grid mapping; refuse one without a CRS."""
+    if "spatial_ref" in out.coords:
+        for v in out.data_vars.values():
+            v.attrs["grid_mapping"] = "spatial_ref"
+    if out.odc.geobox is None or out.odc.geobox.crs is None:
+        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
+    return out
 
 
 def _block_task(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs, batch_size: int,
@@ -217,22 +247,14 @@ def predict(
     stacked, ds, _ = open_input(cube, inputs.variables, tile_shape=tile_shape, storage_options=storage_options)
     fp = model_fingerprint(m)
     out_chunks = ((len(m.species_),), *stacked.chunks[1:])
-    if inputs.halo:
-        h = inputs.halo
-        small = min(min(stacked.chunks[1]), min(stacked.chunks[2]))
-        if small < h:
-            raise InputError(
-                f"a tile edge of {small} cells is smaller than the patch halo {h}; choose a tile_shape that leaves "
-                f"edge tiles of at least {h} cells (grid {ds.sizes['y']} x {ds.sizes['x']})"
-            )
-        stacked = da.overlap.overlap(stacked, depth={0: 0, 1: h, 2: h}, boundary={0: "none", 1: np.nan, 2: np.nan})
+    stacked = with_halo(stacked, inputs.halo)
     offset = area_offset(m, area) if m.link_ == "cloglog" else 0.0
     calibrate = bool(calibration and probability and getattr(m, "calibrator_", None) is not None)
     specs = ((BlockOutput("probability", m.link_, offset, bool(packed) and not calibrate),) if probability
              else ()) + ((BlockOutput("log_intensity"),) if log_intensity else ())
     token = dask.base.tokenize(fp, stacked.name, specs, int(batch_size), calibrate, bool(packed))
     tiles = da.map_blocks(
-        _block_task, _model_key(m, fp), stacked, inputs=inputs, batch_size=int(batch_size), outputs=specs,
+        _block_task, model_key(m, fp), stacked, inputs=inputs, batch_size=int(batch_size), outputs=specs,
         calibrate=calibrate, pack=bool(packed), chunks=out_chunks, dtype=np.float32,
         meta=np.empty((0, 0, 0), dtype=np.float32), name=f"geosdm-predict-{token}",
     )  # each block is a tuple of the outputs' arrays
@@ -269,9 +291,4 @@ def predict(
     if log_intensity:
         out["log_intensity"] = xr.DataArray(arrays["log_intensity"], dims=dims,
                                             attrs={"long_name": "log relative intensity", "units": "1"})
-    for v in out.data_vars.values():
-        if "spatial_ref" in out.coords:
-            v.attrs["grid_mapping"] = "spatial_ref"
-    if out.odc.geobox is None or out.odc.geobox.crs is None:
-        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
-    return out
+    return georeferenced(out)

@@ -30,7 +30,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from geosdm.errors import GridError, InputError
+from geosdm.errors import InputError
 from geosdm.predict._model import ModelInputs, area_offset, as_model, model_fingerprint, model_inputs, model_summary
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def predict_uncertainty(
     >>> layers = predict_uncertainty("model/", "cube.zarr", quantiles=(0.05, 0.95))  # doctest: +SKIP
     >>> (layers.q95 - layers.q05).sel(species="plant_01").plot()  # doctest: +SKIP
     """
-    from geosdm.predict.lazy import _model_key, open_input
+    from geosdm.predict.lazy import georeferenced, model_key, open_input, with_halo
 
     m = as_model(model)
     qs = tuple(float(q) for q in quantiles)
@@ -258,20 +258,14 @@ def predict_uncertainty(
     stacked, ds, _ = open_input(cube, inputs.variables, tile_shape=tile_shape, storage_options=storage_options)
     fp = model_fingerprint(m)
     core_chunks = stacked.chunks[1:]
-    if inputs.halo:
-        h = inputs.halo
-        small = min(min(stacked.chunks[1]), min(stacked.chunks[2]))
-        if small < h:
-            raise InputError(f"a tile edge of {small} cells is smaller than the patch halo {h}; choose a larger "
-                             "tile_shape")
-        stacked = da.overlap.overlap(stacked, depth={0: 0, 1: h, 2: h}, boundary={0: "none", 1: np.nan, 2: np.nan})
+    stacked = with_halo(stacked, inputs.halo)
     offset = area_offset(m, area) if m.link_ == "cloglog" else 0.0
     calibrate = bool(calibration and getattr(m, "calibrator_", None) is not None)
     n_sp, n_out = len(m.species_), 2 + len(qs)
     token = dask.base.tokenize(fp, stacked.name, offset, qs, n_mc, calibrate, int(seed), int(batch_size))
     chunks = ((n_out,), (n_sp,), *core_chunks)
     stats = da.map_blocks(
-        _tile_task, _model_key(m, fp), stacked, inputs=inputs, offset=offset, quantiles=qs, mc_dropout=n_mc,
+        _tile_task, model_key(m, fp), stacked, inputs=inputs, offset=offset, quantiles=qs, mc_dropout=n_mc,
         calibrate=calibrate, seed=int(seed), batch_size=int(batch_size), new_axis=0, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), dtype=np.float32), name=f"geosdm-uncertainty-{token}",
     )
@@ -292,13 +286,8 @@ def predict_uncertainty(
     long = {"mean": f"mean {what} over {source}", "sd": f"standard deviation of {what} over {source}"}
     long |= {n: f"{q:g} quantile of {what} over {source}" for n, q in zip(names, qs)}
     for i, name in enumerate(["mean", "sd", *names]):
-        attrs_v = {"long_name": long[name], "units": "1"}
-        if "spatial_ref" in out.coords:
-            attrs_v["grid_mapping"] = "spatial_ref"
-        out[name] = xr.DataArray(stats[i], dims=dims, attrs=attrs_v)
-    if out.odc.geobox is None or out.odc.geobox.crs is None:
-        raise GridError("cube has no georeferencing (spatial_ref / CRS); build it with geosdm.cube or assign a CRS")
-    return out
+        out[name] = xr.DataArray(stats[i], dims=dims, attrs={"long_name": long[name], "units": "1"})
+    return georeferenced(out)
 
 
 def write_uncertainty(
