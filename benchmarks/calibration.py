@@ -55,44 +55,20 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit  # noqa: E402
+from demo_truth import _demo, _table  # noqa: E402  (same demo and table as demo_truth.py)
 
-from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.evaluate import compare_with_truth, evaluate_held_out  # noqa: E402
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
 from geosdm.models.calibration import calibrate, held_out_predictions, select_method  # noqa: E402
 from geosdm.predict import predict  # noqa: E402
 from geosdm.predict.uncertainty import predict_uncertainty  # noqa: E402
-from geosdm.records import extract_covariates, read_records, training_table  # noqa: E402
 
 #: The integrated model of benchmarks/demo_truth.py (early stopping on a spatial fold; 5 ensemble members).
 CONFIG: dict[str, Any] = {
     "network": "mlp", "hidden": 250, "n_blocks": 2, "epochs": 400, "batch_size": 512, "lr": 1e-3,
     "patience": 10, "val_size": 0.2, "n_members": 5,
 }
-CACHE = Path(__file__).resolve().parent / ".cache"
 METHODS = ("platt", "isotonic", "temperature")
-
-
-def _demo(args: argparse.Namespace) -> DemoLayout:
-    if args.demo:
-        return DemoLayout.at(args.demo)
-    from geosdm.demo import generate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return generate(CACHE / f"demo-{args.preset}", preset=args.preset, seed=0)
-
-
-def _table(layout: DemoLayout, cube: str, covariates: list[str], n_background: int, seed: int) -> pd.DataFrame:
-    records = pd.concat([read_records(layout.presence_only_csv), read_records(layout.surveys_parquet)],
-                        ignore_index=True)
-    records = records[records["kind"] != "count"]  # PO + PA (trap counts left out, as in demo_truth.py)
-    res = float(layout.region()["target_grid"]["resolution"])
-    tt = training_table(records, cube, n_background=n_background, n_folds=5, block_size=20 * res, seed=seed,
-                        variables=covariates)
-    table = extract_covariates(str(layout.truth_zarr), tt.table, variables=["bias"])
-    table["log_bias"] = np.log(np.maximum(table["bias"].to_numpy(dtype="float64"), 1e-6))
-    return table.drop(columns=["bias"])
 
 
 def _round(d: dict[str, Any], n: int = 4) -> dict[str, Any]:

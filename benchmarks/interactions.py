@@ -54,6 +54,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
+from demo_truth import CACHE, _demo  # noqa: E402  (same demo and table as demo_truth.py)
 
 from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.interactions import (  # noqa: E402
@@ -67,19 +68,9 @@ from geosdm.interactions import (  # noqa: E402
 )
 from geosdm.records import read_records  # noqa: E402
 
-CACHE = Path(__file__).resolve().parent / ".cache"
 #: The demo pipeline's train step (pipelines/demo.yaml).
 MODEL = {"network": "mlp", "loss": "integrated", "epochs": 30, "seed": 0}
 
-
-def _demo(args: argparse.Namespace) -> DemoLayout:
-    if args.demo:
-        return DemoLayout.at(args.demo)
-    from geosdm.demo import generate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return generate(CACHE / f"demo-{args.preset}", preset=args.preset, seed=0)
 
 
 def _training_table(layout: DemoLayout) -> Path:
