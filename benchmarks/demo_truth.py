@@ -51,6 +51,9 @@ CONFIG: dict[str, Any] = {
     "patience": 10, "val_size": 0.2, "n_members": 5,
 }
 CACHE = Path(__file__).resolve().parent / ".cache"
+#: Covariates the collinearity filter keeps first (``prefer_covariates`` of pipelines/demo.yaml): climate,
+#: terrain, NDVI and land cover before band reflectances.
+PREFER = ("bio01", "bio12", "bio05", "bio06", "bio15", "elevation", "slope", "s2_ndvi_jja", "lc_*")
 
 
 def _demo(args: argparse.Namespace) -> DemoLayout:

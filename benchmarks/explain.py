@@ -1,34 +1,40 @@
 """Benchmark: explanations against the known drivers of the demo region's virtual species.
 
 Each virtual species (``truth/species.json``) responds to 2-4 known covariates through known response
-functions ``f_j`` on the logit scale; a driver's ``importance`` is the variance of ``f_j`` over the map. An
-integrated SDM (as in ``benchmarks/demo_truth.py``: presence-only + surveys, truth covariates as the cube, the
-observer-bias layer as a bias covariate) is fitted, then explained:
+functions ``f_j`` on the logit scale; pests also need a host plant and enemies a prey pest, so their realised
+distributions follow their partners' drivers too. The drivers were drawn from covariates that are not
+collinear (``|r| < 0.7``, ``region.json: driver_pool``). An integrated SDM (as in ``benchmarks/demo_truth.py``:
+presence-only + surveys, truth covariates as the cube, the observer-bias layer as a bias covariate) is fitted
+on the covariates an ecologist would keep after the usual collinearity filter (``--max-correlation 0.7``,
+``geosdm.records.select_covariates`` on the background points, preferring climate, terrain, NDVI and land
+cover over band reflectances: ``PREFER``, as in ``pipelines/demo.yaml``), then explained:
 
-* **top-3 recall** (``top3_recall``) — per species, the fraction of its true top-``min(3, n_drivers)`` drivers
-  (by ``importance``) found among the model's 3 most important variables by permutation importance (scored
-  on ``--points`` cells drawn uniformly over the map), averaged over species. Diagnostics: the same with the
-  mean ``|integrated gradients|`` as the ranking (``top3_recall_ig``); accepting a top-3 variable correlated
-  (``|r| >= 0.9``) with a missed driver (``top3_recall_with_correlated_proxy``); and at the level of what the
-  data can identify (``top3_recall_groups``): groups = complete-linkage clusters of covariates with
-  ``|r| >= 0.9`` plus the land-cover fractions as one composition (they sum to 1), the model ranked by grouped
-  permutation importance, the truth by the variance of its contributions summed per group
-  (``top3_recall_clusters``: clusters only; ``top3_recall_groups_chance``: a random ranking's expectation).
+* **top-3 recall** (``top3_recall``) — per species, the fraction of its truly most important variables found
+  among the model's 3 most important ones, averaged over species. Both rankings are permutation importances
+  (``--scoring``) on the same ``--points`` cells drawn uniformly over the map: the model's, and the true
+  generating model's (``geosdm.demo.TrueModel``: niches and host/prey dependence); the truth's top is its
+  ``min(3, k)`` variables with non-zero importance. Diagnostics: ``top3_recall_own_drivers`` (the truth's
+  top = the species' own drivers ranked by the variance of ``f_j``, ignoring partners); the mean ``|integrated
+  gradients|`` as the model's ranking (``top3_recall_ig``); a model top-3 variable correlated (``|r| >= 0.9``)
+  with a missed one accepted (``top3_recall_with_correlated_proxy``); and grouped figures
+  (``top3_recall_groups``: complete-linkage clusters of covariates with ``|r| >= 0.9`` plus the land-cover
+  fractions as one composition, both sides ranked by grouped permutation importance;
+  ``top3_recall_clusters``: clusters only; ``top3_recall_groups_chance``: a random ranking's expectation).
+  ``--max-correlation 1`` fits on all covariates instead (collinear twins of the drivers included).
 * **response correlation** (``response_corr``) — per species and driver, the Pearson correlation between the
-  model's partial dependence on the driver over the training range and the known response function there,
-  averaged. ``response_corr_on_manifold``: the on-manifold curves (collinear twins follow the driver along
-  their regression lines, land-cover fractions keep their sum) against the truth's own curve under the same
-  change; ``response_corr_identifiable``: drivers with no collinear twin and outside the composition.
+  model's partial dependence on the driver over the training range and the true model's partial dependence
+  (same points, grid and log-intensity scale: the known niche with the partners' dependence), averaged.
+  ``response_corr_own_function``: against the species' own response function ``f_j`` alone (for pests and
+  enemies it ignores that their hosts or prey respond to the same variable);
+  ``response_corr_on_manifold``: the on-manifold curves (collinear twins follow the driver along their
+  regression lines, land-cover fractions keep their sum) against the truth's curve under the same change;
+  ``response_corr_identifiable``: drivers with no collinear twin and outside the composition.
 * **integrated-gradients completeness** — ``max |sum_v A_v - (f(x) - f(baseline))|`` relative to
   ``max |f(x) - f(baseline)|``, at the sample cells (all species; ``ig_completeness_rel``) and over a window
   of the lazily computed attribution cube compared with ``geosdm.predict.predict``'s log-intensity
   (``ig_cube_completeness_rel``).
 
-The demo's covariates are not identifiable one by one: bio01, bio05, bio06, bio08 and bio10 are one map up
-to a linear transform (``|r| >= 0.99``), the precipitation layers likewise, elevation follows temperature
-(``r = -0.95``), and the land-cover fractions sum to 1. Pests need host plants and enemies need prey, so their
-realised distributions also follow their partners' drivers, which are not among their own "true" drivers:
-figures are also reported by role.
+Figures are also reported by role (plants, pests, enemies).
 
 Usage::
 
@@ -58,8 +64,9 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_truth import CACHE, CONFIG, _demo, _table  # noqa: E402  (same data and model settings)
+from demo_truth import CACHE, CONFIG, PREFER, _demo, _table  # noqa: E402  (same data and model settings)
 
+from geosdm.demo import TrueModel  # noqa: E402
 from geosdm.demo._species import response  # noqa: E402
 from geosdm.explain import (  # noqa: E402
     attribute,
@@ -71,6 +78,18 @@ from geosdm.explain import (  # noqa: E402
     training_ranges,
 )
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
+from geosdm.records import select_covariates  # noqa: E402
+
+
+def _importance_top(imp: xr.Dataset, k: int = 3) -> dict[str, list[str]]:
+    """Per species, its ``min(k, n)`` variables of highest mean importance among the ``n`` with an effect."""
+    mean = imp["importance_mean"]
+    out = {}
+    for s in mean["species"].values:
+        series = mean.sel(species=s).to_series()
+        series = series[series > 1e-9].sort_values(ascending=False)  # exact zeros (up to rounding): no effect
+        out[str(s)] = [str(v) for v in series.index[:k]]
+    return out
 
 
 def _true_top(drivers: list[dict[str, Any]]) -> list[str]:
@@ -96,6 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ig-points", type=int, default=1_000, help="cells explained by integrated gradients")
     p.add_argument("--window", type=int, default=128, help="side of the lazily attributed cube window (cells)")
     p.add_argument("--window-species", type=int, default=2, help="species of the lazily attributed window")
+    p.add_argument("--max-correlation", type=float, default=0.7,
+                   help="collinearity filter before fitting (|r| between kept covariates; 1 keeps them all)")
     p.add_argument("--cluster-threshold", type=float, default=0.9,
                    help="|r| joining covariates into one collinearity cluster (complete linkage)")
     p.add_argument("--seed", type=int, default=0)
@@ -119,7 +140,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     species_truth = json.loads(layout.species_json.read_text())
     t0 = time.perf_counter()
     table = _table(layout, cube, covariates, args.n_background, args.seed)
-    key = hashlib.sha256(json.dumps([str(layout.root), config, args.n_background, args.seed]).encode()).hexdigest()[:12]
+    all_covariates = covariates
+    if args.max_correlation < 1:
+        selection = select_covariates(table[table["kind"].astype(str) == "background"], covariates,
+                                      threshold=args.max_correlation, prefer=PREFER)
+        covariates = list(selection.selected)
+        print(selection.summary(), flush=True)
+    missing_drivers = sorted({d["variable"] for s in species_truth for d in s["drivers"]} - set(covariates))
+    if missing_drivers:
+        print(f"true drivers dropped by the collinearity filter: {missing_drivers}", flush=True)
+    key = hashlib.sha256(json.dumps([str(layout.root), config, args.n_background, args.seed,
+                                     covariates]).encode()).hexdigest()[:12]
     saved = CACHE / f"explain-model-{key}"
     if args.reuse_model and (saved / "config.json").is_file():
         model = MultiSpeciesSDM.load(saved)
@@ -137,8 +168,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     cells = rng.choice(valid, size=min(args.points, valid.size), replace=False)
     X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
+    X_all = pd.DataFrame({v: grid_all[v].values.ravel()[cells] for v in all_covariates})
 
-    truth_top = {s["name"]: _true_top(s["drivers"]) for s in species_truth}
+    truth_model = TrueModel.from_layout(layout, covariates=covariates)
+    imp_true = permutation_importance(truth_model, X_all, scoring=args.scoring, n_repeats=args.repeats,
+                                      seed=args.seed)
+    truth_top = _importance_top(imp_true, 3)
+    true_mean = imp_true["importance_mean"]
+    major_top = {s: [v for v in top if float(true_mean.sel(species=s, variable=v))
+                     >= 0.1 * float(true_mean.sel(species=s).max())] for s, top in truth_top.items()}
+    own_top = {s["name"]: _true_top(s["drivers"]) for s in species_truth}
     roles = {s["name"]: s["role"] for s in species_truth}
 
     # ------------------------------------------------------------------------------ permutation importance
@@ -147,13 +186,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_imp = time.perf_counter() - t0
     found = top_variables(imp, 3)
     rec = _recall(truth_top, found)
+    rec_own = _recall(own_top, found)
+    rec_major = _recall(major_top, found)
     corr = np.corrcoef(np.stack([flat[v][valid] for v in covariates]))
     pos = {v: i for i, v in enumerate(covariates)}
 
     def proxy_recall(s: str) -> float:
         hits = 0
         for d in truth_top[s]:
-            if d in found[s] or any(abs(corr[pos[d], pos[v]]) >= 0.9 for v in found[s]):
+            if d in found[s] or (d in pos and any(abs(corr[pos[d], pos[v]]) >= 0.9 for v in found[s])):
                 hits += 1
         return hits / len(truth_top[s])
 
@@ -161,20 +202,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     spread = float(imp["importance_std"].mean() / max(float(imp["importance_mean"].mean()), 1e-12))
 
     # collinearity clusters: grouped permutation importance vs the truth's contributions summed per group
-    cells_all = {v: a[valid] for v, a in flat.items()}
 
     def group_recall(groups: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, list[str]],
                                                            dict[str, list[str]], float]:
-        group_of = {v: g for g, members in groups.items() for v in members}
-        truth_groups = {}
-        for sp in species_truth:
-            contrib: dict[str, Any] = {}
-            for d in sp["drivers"]:
-                g = group_of[d["variable"]]
-                f_j = response(d["kind"], d["params"], cells_all[d["variable"]].astype(np.float64))
-                contrib[g] = contrib.get(g, 0.0) + f_j
-            ranked = sorted(contrib, key=lambda g: -float(np.var(contrib[g])))
-            truth_groups[sp["name"]] = ranked[: min(3, len(ranked))]
+        truth_groups = _importance_top(permutation_importance(
+            truth_model, X_all, groups=groups, scoring=args.scoring, n_repeats=args.repeats, seed=args.seed), 3)
         t = time.perf_counter()
         gimp = permutation_importance(model, X, groups=groups, scoring=args.scoring, n_repeats=args.repeats,
                                       seed=args.seed)
@@ -191,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # -------------------------------------------------------------------------------------- response curves
     t0 = time.perf_counter()
-    drivers = sorted({d["variable"] for s in species_truth for d in s["drivers"]})
+    drivers = sorted({d["variable"] for s in species_truth for d in s["drivers"]} & set(covariates))
     ranges = training_ranges(table, drivers)
     pd_points = X.iloc[: args.pd_points]
     rc = response_curves(model, pd_points, variables=drivers, n_grid=50, n_pd=len(pd_points), n_ice=0, extend=0.0,
@@ -201,6 +233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rc_on = response_curves(model, pd_points, variables=drivers, n_grid=50, n_pd=len(pd_points), n_ice=0,
                             extend=0.0, train_ranges=ranges, linked=linked, compositions=[land_cover], seed=args.seed)
     t_rc = time.perf_counter() - t0
+    # the truth's own partial dependence (niche and partners), same points, grid and scale
+    rc_true = response_curves(truth_model, X_all.iloc[: args.pd_points], variables=drivers, n_grid=50,
+                              n_pd=len(pd_points), n_ice=0, extend=0.0, train_ranges=ranges, seed=args.seed)
     from geosdm.explain.response import _followers, _move
 
     cols = {v: pd_points[v].to_numpy() for v in covariates}
@@ -213,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         batch[v] = np.repeat(grid.astype(np.float32), len(pd_points))
         if v in follow:
             _move(batch, v, follow[v], cols[v], k)
-        total = sum(response(d["kind"], d["params"], batch[d["variable"]].astype(np.float64)) for d in sp["drivers"])
+        total = truth_model.decision_function(batch)[:, truth_model.species_.index(sp["name"])]
         return total.reshape(k, len(pd_points)).mean(axis=1)
 
     def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -222,16 +257,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     for s in species_truth:
         for d in s["drivers"]:
+            if d["variable"] not in drivers:  # dropped by the collinearity filter: no curve to compare
+                continue
             c = rc.sel(species=s["name"], variable=d["variable"])
             xg = c["value"].values
             ok = np.isfinite(xg)
             true_f = response(d["kind"], d["params"], xg[ok].astype(np.float64))
+            t = rc_true.sel(species=s["name"], variable=d["variable"])
+            true_pd = np.interp(xg[ok], t["value"].values, t["partial_dependence"].values)
             c_on = rc_on.sel(species=s["name"], variable=d["variable"])
             x_on = c_on["value"].values
             ok_on = np.isfinite(x_on)
             rows.append({"species": s["name"], "role": s["role"], "variable": d["variable"], "kind": d["kind"],
                          "importance": d["importance"],
-                         "pearson": pearson(c["partial_dependence"].values[ok], true_f),
+                         "pearson": pearson(c["partial_dependence"].values[ok], true_pd),
+                         "pearson_own_function": pearson(c["partial_dependence"].values[ok], true_f),
                          "pearson_on_manifold": pearson(c_on["partial_dependence"].values[ok_on],
                                                         truth_pd(s, d["variable"], x_on[ok_on])),
                          "identifiable": len(clusters[cluster_of[d["variable"]]]) == 1
@@ -270,14 +310,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cells_per_s = len(names) * w * w / t_cube
 
     by_role = {r: {"top3_recall": float(np.mean([rec[s] for s in rec if roles[s] == r])),
+                   "top3_recall_own_drivers": float(np.mean([rec_own[s] for s in rec if roles[s] == r])),
                    "top3_recall_clusters": float(np.mean([rec_clusters[s] for s in rec if roles[s] == r])),
                    "top3_recall_groups": float(np.mean([rec_groups[s] for s in rec if roles[s] == r])),
                    "response_corr": float(resp.loc[resp.role == r, "pearson"].mean()),
+                   "response_corr_own_function": float(resp.loc[resp.role == r, "pearson_own_function"].mean()),
                    "response_corr_on_manifold": float(resp.loc[resp.role == r, "pearson_on_manifold"].mean())}
                for r in ("plant", "pest", "enemy")}
     per_species = pd.DataFrame({"role": roles, "true_top": {s: ",".join(v) for s, v in truth_top.items()},
+                                "own_top": {s: ",".join(v) for s, v in own_top.items()},
                                 "model_top3": {s: ",".join(v) for s, v in found.items()},
-                                "recall": rec, "recall_ig": rec_ig, "recall_proxy": rec_proxy,
+                                "recall": rec, "recall_own": rec_own, "recall_ig": rec_ig, "recall_proxy": rec_proxy,
                                 "recall_clusters": rec_clusters, "recall_groups": rec_groups,
                                 "true_groups": {k: ",".join(v) for k, v in truth_groups.items()},
                                 "model_groups": {k: ",".join(v) for k, v in found_groups.items()}})
@@ -286,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(per_species.round(3).to_string(), flush=True)
     worst = resp.sort_values("pearson").head(12)
     print("lowest response correlations:\n" + worst.round(3).to_string(index=False), flush=True)
-    print(resp.groupby(["identifiable", "kind"])[["pearson", "pearson_on_manifold"]].agg(["count", "mean", "median",
+    print(resp.groupby(["identifiable", "kind"])[["pearson", "pearson_own_function", "pearson_on_manifold"]].agg(["count", "mean", "median",
                                                                                         "min"]).round(3).to_string(),
           flush=True)
     print(f"collinearity clusters (|r| >= {args.cluster_threshold}): "
@@ -295,9 +338,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "preset": layout.region()["preset"],
         "n_species": len(truth_top),
         "n_covariates": len(covariates),
+        "n_covariates_cube": len(all_covariates),
+        "max_correlation": args.max_correlation,
+        "true_drivers_dropped_by_filter": missing_drivers,
         "top3_recall": float(np.mean(list(rec.values()))),
+        "top3_recall_own_drivers": float(np.mean(list(rec_own.values()))),
+        "top3_recall_major": float(np.mean(list(rec_major.values()))),
+        "n_true_top_minor": int(sum(len(truth_top[s]) - len(major_top[s]) for s in truth_top)),
         "response_corr": float(resp["pearson"].mean()),
         "response_corr_median": float(resp["pearson"].median()),
+        "response_corr_own_function": float(resp["pearson_own_function"].mean()),
         "ig_completeness_rel": ig_rel,
         "ig_completeness_rel_median_species": float(np.nanmedian(ig_rel_species)),
         "ig_completeness_max_abs": float(np.nanmax(gap)),

@@ -17,8 +17,9 @@ with two inputs:
 (a) ``true_marginals``: the truth's species probabilities (isolates the interaction model);
 (b) fitted models: the probabilities of multi-species SDMs fitted on the demo's records (PO + surveys, the
     pipeline's records step) with the truth's covariate layers (as in benchmarks/demo_truth.py) and the
-    observer-bias covariate: ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping;
-    the headline), ``pipeline`` = the demo pipeline's train step (MLP, integrated loss, 30 epochs); or the
+    observer-bias covariate, after the pipeline's collinearity filter (``|r| < 0.7``, ``PREFER`` first):
+    ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping; the headline),
+    ``pipeline`` = the demo pipeline's train step (MLP, integrated loss, 30 epochs); or the
     store given with ``--predictions``. Models are cached in ``benchmarks/.cache`` (``--refit`` to redo).
 
 Also scored: the regulation potential (P(at least one enemy | pest), expected number of enemies) and the
@@ -54,7 +55,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
-from demo_truth import CACHE, _demo  # noqa: E402  (same demo and table as demo_truth.py)
+from demo_truth import CACHE, PREFER, _demo  # noqa: E402  (same demo and table as demo_truth.py)
 
 from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.interactions import (  # noqa: E402
@@ -107,7 +108,7 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
         cfg = TrainConfig(table=str(_training_table(layout)), cube=truth, bias_cube=truth, bias_covariates=("bias",),
-                          log_bias=True, model=params, output=str(out))
+                          log_bias=True, max_correlation=0.7, prefer_covariates=PREFER, model=params, output=str(out))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train_from_config(cfg)

@@ -176,3 +176,34 @@ def test_demo_stac_api_search_by_bbox_date_cloud(demo_small: DemoLayout, demo_sm
     assert cloudy not in {i.datetime.date().isoformat() for i in kept}
     west = list(client.search(collections=["sentinel-2-l2a"], bbox=[-0.2, 46.0, -0.05, 46.5]).items())
     assert west and all(i.properties["s2:mgrs_tile"] == "30TYT" for i in west)
+
+
+def test_true_model_reproduces_the_truth_and_its_drivers(demo_small: DemoLayout) -> None:
+    from geosdm.demo import TrueModel
+    from geosdm.explain import permutation_importance
+
+    truth = xr.open_zarr(demo_small.truth_zarr)
+    region = json.loads(demo_small.region_json.read_text())
+    pool = region["driver_pool"]
+    assert set(pool["dropped"]).isdisjoint(pool["selected"]) and pool["threshold"] == 0.7
+    covariates = [str(v) for v, a in truth.data_vars.items() if a.dims == ("y", "x") and v != "bias"]
+    cells = truth[covariates].isel(y=slice(0, 100, 3), x=slice(0, 100, 3)).load()
+    X = pd.DataFrame({v: cells[v].values.ravel() for v in covariates})
+    model = TrueModel.from_layout(demo_small, covariates=covariates)
+    expected = truth["probability"].isel(y=slice(0, 100, 3), x=slice(0, 100, 3)).load()
+    got = model.predict_proba(X)
+    want = np.stack([expected.sel(species=s).values.ravel() for s in model.species_], axis=-1)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    species = json.loads(demo_small.species_json.read_text())
+    drivers = {d["variable"] for s in species for d in s["drivers"]}
+    assert drivers <= set(pool["selected"]), "drivers come from the decorrelated pool"
+    imp = permutation_importance(model, X, n_repeats=2, seed=0)["importance_mean"]
+    plant = next(s for s in species if s["role"] == "plant")
+    own = {d["variable"] for d in plant["drivers"]}
+    row = imp.sel(species=plant["name"]).to_series()
+    assert (row[list(own)] > 1e-6).all() and (row.drop(list(own)).abs() < 1e-9).all()
+    pest = next(s for s in species if s["role"] == "pest")
+    host_drivers = {d["variable"] for s in species if s["name"] in pest["partners"] for d in s["drivers"]}
+    assert (imp.sel(species=pest["name"]).to_series()[list(host_drivers)] > 1e-6).all(), "pests follow their hosts"
+    with pytest.raises(Exception, match="true drivers"):
+        model.predict_proba(X.drop(columns=sorted(drivers)[:1]))

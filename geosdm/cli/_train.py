@@ -1,6 +1,7 @@
 """`geosdm train ...`: fit a multi-species SDM from a YAML ``TrainConfig`` and describe saved models.
 
-    geosdm train -c train.yaml [--output DIR] [--epochs N] [--seed N]   # or: geosdm train fit train.yaml
+    geosdm train -c train.yaml [--output DIR] [--epochs N] [--seed N] [--max-correlation 0.7]
+    geosdm train fit train.yaml                                       # the same
     geosdm train info DIR                                             # species, covariates, training summary
 
 Each command loads the configuration, calls one library function (:func:`geosdm.models.train_from_config`)
@@ -22,6 +23,8 @@ SECTION_OPT = typer.Option("train", "--section", help="YAML section holding the 
 OUTPUT_OPT = typer.Option(None, "--output", "-o", help="Override the output model folder.")
 EPOCHS_OPT = typer.Option(None, "--epochs", help="Override model.epochs.")
 SEED_OPT = typer.Option(None, "--seed", help="Override model.seed.")
+MAXCORR_OPT = typer.Option(None, "--max-correlation", min=0.0, max=1.0,
+                           help="Drop collinear covariates first: keep |r| below this (0.7 is usual; 1 keeps all).")
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -29,7 +32,8 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-def _run(config: Path, section: str, output: str | None, epochs: int | None, seed: int | None) -> None:
+def _run(config: Path, section: str, output: str | None, epochs: int | None, seed: int | None,
+         max_correlation: float | None = None) -> None:
     from geosdm.errors import GeoSDMError
     from geosdm.models import TrainConfig, train_from_config
 
@@ -39,6 +43,8 @@ def _run(config: Path, section: str, output: str | None, epochs: int | None, see
         update: dict[str, Any] = {"model": {**cfg.model, **model_over}}
         if output:
             update["output"] = output
+        if max_correlation is not None:
+            update["max_correlation"] = None if max_correlation >= 1 else max_correlation
         cfg = TrainConfig.model_validate({**cfg.model_dump(), **update})
         model = train_from_config(cfg)
     except GeoSDMError as err:
@@ -47,6 +53,8 @@ def _run(config: Path, section: str, output: str | None, epochs: int | None, see
 
 
 def _summary(model: Any, output: str) -> None:
+    import json
+
     t = model.training_
     typer.echo(
         f"model {output}: {len(model.species_)} species, {len(model.feature_names_)} covariates, "
@@ -54,6 +62,11 @@ def _summary(model: Any, output: str) -> None:
         f"data sets {[d['name'] for d in model.datasets_]}; best epoch {t.best_epoch} of {t.epochs_run}"
         f"{' (early stop)' if t.stopped_early else ''}; fit {model.fit_seconds_:.1f} s"
     )
+    selection = Path(output, "covariate_selection.json")
+    if selection.is_file():
+        sel = json.loads(selection.read_text())
+        dropped = ", ".join(f"{v} ~ {d['follows'] or 'constant'}" for v, d in sel["dropped"].items())
+        typer.echo(f"collinearity filter |r| < {sel['threshold']}: dropped {len(sel['dropped'])} ({dropped})")
 
 
 @app.callback(invoke_without_command=True)
@@ -64,6 +77,7 @@ def main(
     output: str = OUTPUT_OPT,
     epochs: int = EPOCHS_OPT,
     seed: int = SEED_OPT,
+    max_correlation: float = MAXCORR_OPT,
 ) -> None:
     """Fit a model from ``--config`` and save it (safetensors + JSON) to the configured output folder."""
     if ctx.invoked_subcommand is not None:
@@ -71,7 +85,7 @@ def main(
     if config is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(code=0)
-    _run(config, section, output, epochs, seed)
+    _run(config, section, output, epochs, seed, max_correlation)
 
 
 @app.command("fit")
@@ -81,9 +95,10 @@ def fit(
     output: str = OUTPUT_OPT,
     epochs: int = EPOCHS_OPT,
     seed: int = SEED_OPT,
+    max_correlation: float = MAXCORR_OPT,
 ) -> None:
     """Fit a model from CONFIG and save it (same as ``geosdm train -c CONFIG``)."""
-    _run(config, section, output, epochs, seed)
+    _run(config, section, output, epochs, seed, max_correlation)
 
 
 @app.command("info")

@@ -16,7 +16,7 @@ from typing import Any
 from geosdm.demo._presets import DEMO_PRESETS, DemoPreset, get_preset
 from geosdm.demo.layout import COLLECTIONS, DemoLayout
 
-__all__ = ["generate", "DemoLayout", "DemoPreset", "DEMO_PRESETS", "get_preset", "COLLECTIONS", "response"]
+__all__ = ["generate", "DemoLayout", "DemoPreset", "DEMO_PRESETS", "get_preset", "COLLECTIONS", "TrueModel", "response"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from geosdm.demo._generate import generate
 
         return generate
+    if name == "TrueModel":
+        from geosdm.demo.truth import TrueModel
+
+        return TrueModel
     if name == "response":
         from geosdm.demo._species import response
 

@@ -34,7 +34,7 @@ from geosdm.demo._optical import (
     surface_reflectance,
 )
 from geosdm.demo._presets import DemoPreset, get_preset
-from geosdm.demo._species import make_records, make_species, realise
+from geosdm.demo._species import driver_pool, make_records, make_species, realise
 from geosdm.demo._stac import add_asset, make_collection, make_item, write_cog
 from geosdm.demo._warp import warp
 from geosdm.demo._world import LANDCOVER_CLASSES, World, make_world
@@ -108,7 +108,8 @@ def generate(out: str | PathLike[str], *, preset: str = "small", seed: int = 0, 
     cov["s2_ndvi_jja"] = composites["s2_ndvi_jja"]
     bias_t = block_mean(world.bias[crop], factor)
 
-    species, prob, suit, edges, joint = make_species(cov, rng[2])
+    pool = driver_pool(cov)
+    species, prob, suit, edges, joint = make_species(cov, rng[2], pool=pool.selected)
     occ = realise(species, prob, suit, rng[3])
     po, surveys = make_records(
         species, occ, suit, bias_t, cov["elevation"], lc_frac, target, po_scale=p.po_scale, n_plots=p.n_plots, rng=rng[4]
@@ -143,6 +144,7 @@ def generate(out: str | PathLike[str], *, preset: str = "small", seed: int = 0, 
         "n_survey_plots": int(surveys["plot_id"].nunique()),
         "landcover_classes": {str(k): v for k, v in LANDCOVER_CLASSES.items()},
         "towns": [list(t) for t in world.towns],
+        "driver_pool": pool.to_dict(),
     }
     layout.region_json.write_text(json.dumps(region, indent=2))
     tmp.rename(final)

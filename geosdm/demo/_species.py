@@ -8,23 +8,41 @@ Truth model (all on the target grid):
 So the joint probability of an edge is not the product of the marginals: P(plant h, pest k) = q_k p_h and
 P(pest k, enemy m) = q_m p_k. Presence-only records are thinned by a known observer-bias layer; surveys visit
 stratified plots twice with imperfect detection; pests also have trap counts.
+
+Drivers are drawn from a pool of covariates that are not collinear (``|r| < 0.7`` between any two, chosen
+with :func:`geosdm.records.select_covariates` in the order of :data:`DRIVER_PREFERENCE`), as virtual-species
+studies do: a species driven by one of two near-identical layers has no identifiable driver.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["Driver", "VirtualSpecies", "response", "make_species", "realise", "make_records"]
+from geosdm.records.collinearity import CovariateSelection, select_covariates
+
+__all__ = ["DRIVER_PREFERENCE", "Driver", "VirtualSpecies", "driver_pool", "make_species", "make_records", "realise",
+           "response", "true_probabilities"]
 
 _CLIMATE = ["bio01", "bio12", "bio05", "bio06", "bio15"]
 _OTHER = ["elevation", "slope", "s2_ndvi_jja"]
 _LC_WILD = ["lc_5", "lc_7", "lc_8", "lc_9", "lc_10", "lc_11"]
 _LC_CROP = ["lc_3", "lc_4", "lc_6"]
+#: Candidate drivers in order of preference (the pool keeps the earlier of two collinear ones).
+DRIVER_PREFERENCE = (*_CLIMATE, *_OTHER, *_LC_CROP, *_LC_WILD)
+#: Largest absolute correlation between two covariates of the driver pool.
+POOL_MAX_CORRELATION = 0.7
+
+
+def driver_pool(cov: dict[str, np.ndarray]) -> CovariateSelection:
+    """The candidate drivers kept with pairwise ``|r| < 0.7`` over the map (earlier candidates preferred)."""
+    return select_covariates({v: cov[v].ravel() for v in DRIVER_PREFERENCE}, list(DRIVER_PREFERENCE),
+                             threshold=POOL_MAX_CORRELATION, max_rows=200_000, seed=0)
 
 
 @dataclass
@@ -51,6 +69,11 @@ class VirtualSpecies:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VirtualSpecies:
+        """Inverse of :meth:`to_dict` (an entry of the demo's ``truth/species.json``)."""
+        return cls(**{**d, "drivers": [Driver(**x) for x in d.get("drivers", [])]})
 
 
 def response(kind: str, params: dict[str, float], x: np.ndarray) -> np.ndarray:
@@ -85,6 +108,30 @@ def _logit_sum(sp: VirtualSpecies, cov: dict[str, np.ndarray]) -> np.ndarray:
     return total
 
 
+def true_probabilities(species: Sequence[VirtualSpecies], cov: Mapping[str, np.ndarray],
+                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """True occurrence probabilities ``p`` and own suitabilities ``q`` of a drawn community at covariate values
+    ``cov`` (arrays of any one shape): the generating model, for any covariate values (e.g. permuted ones).
+
+    ``species`` must list every partner before its consumer (plants, pests, enemies), as the demo stores them.
+    """
+    prob: dict[str, np.ndarray] = {}
+    suit: dict[str, np.ndarray] = {}
+    by_name = {s.name: s for s in species}
+    for sp in species:
+        f = sp.intercept + sum((response(d.kind, d.params, np.asarray(cov[d.variable], dtype=np.float64))
+                                for d in sp.drivers), np.zeros(()))
+        q = 1.0 / (1.0 + np.exp(-f))
+        suit[sp.name] = q
+        if sp.role == "plant":
+            prob[sp.name] = q
+        elif sp.role == "pest":
+            prob[sp.name] = q * _any_present([prob[h] for h in sp.partners])
+        else:
+            prob[sp.name] = q * _prob_any_prey([by_name[k] for k in sp.partners], prob, suit)
+    return prob, suit
+
+
 def _calibrate(f: np.ndarray, scale: np.ndarray, target: float) -> tuple[float, np.ndarray]:
     """Intercept a such that mean(sigmoid(a + f) * scale) == target (bisection), and sigmoid(a + f)."""
     lo, hi = -30.0, 30.0
@@ -108,10 +155,12 @@ def _any_present(probs: list[np.ndarray]) -> np.ndarray:
 
 
 def make_species(
-    cov: dict[str, np.ndarray], rng: np.random.Generator, *, n_plants: int = 16, n_pests: int = 12, n_enemies: int = 14
+    cov: dict[str, np.ndarray], rng: np.random.Generator, *, pool: Sequence[str] | None = None, n_plants: int = 16,
+    n_pests: int = 12, n_enemies: int = 14
 ) -> tuple[list[VirtualSpecies], dict[str, np.ndarray], dict[str, np.ndarray], pd.DataFrame, np.ndarray]:
     """Draw the community and compute its truth.
 
+    ``pool`` lists the covariates drivers may be drawn from (default: :func:`driver_pool`).
     Returns species, marginal probabilities p (name -> (y, x)), own suitabilities q, the edge table
     (source, target, interaction, joint truth index) and joint probabilities (edge, y, x).
     """
@@ -119,12 +168,17 @@ def make_species(
     prob: dict[str, np.ndarray] = {}
     suit: dict[str, np.ndarray] = {}
     ones = np.ones_like(cov["bio01"], dtype=np.float64)
+    allowed = set(driver_pool(cov).selected if pool is None else pool)
+    climate, other = [v for v in _CLIMATE if v in allowed], [v for v in _OTHER if v in allowed]
+    lc_crop, lc_wild = [v for v in _LC_CROP if v in allowed], [v for v in _LC_WILD if v in allowed]
+    if not climate or not (other or lc_crop) or not (other or lc_wild):
+        raise ValueError(f"the driver pool {sorted(allowed)} lacks a climate, or a terrain/optical/land-cover, driver")
 
     def drivers(pool_lc: list[str]) -> list[Driver]:
-        n_clim = rng.integers(1, 3)
-        names = list(rng.choice(_CLIMATE, n_clim, replace=False))
-        extra = rng.integers(1, 3)
-        names += list(rng.choice(_OTHER + pool_lc, extra, replace=False))
+        n_clim = min(int(rng.integers(1, 3)), len(climate))
+        names = list(rng.choice(climate, n_clim, replace=False))
+        extra = min(int(rng.integers(1, 3)), len(other + pool_lc))
+        names += list(rng.choice(other + pool_lc, extra, replace=False))
         return [_draw_driver(v, cov[v], rng) for v in names]
 
     for i in range(n_plants):
@@ -133,7 +187,7 @@ def make_species(
             f"plant_{i + 1:02d}", "plant", "crop" if crop else "wild",
             float(np.exp(rng.uniform(np.log(0.03), np.log(0.4)))),
         )
-        sp.drivers = drivers(_LC_CROP if crop else _LC_WILD)
+        sp.drivers = drivers(lc_crop if crop else lc_wild)
         sp.detection = float(rng.uniform(0.6, 0.95))
         f = _logit_sum(sp, cov)
         sp.intercept, q = _calibrate(f, ones, sp.target_prevalence)
@@ -146,9 +200,9 @@ def make_species(
     edges: list[tuple[str, str, str]] = []
     for i in range(n_pests):
         sp = VirtualSpecies(f"pest_{i + 1:02d}", "pest", "herbivore", float(np.exp(rng.uniform(np.log(0.02), np.log(0.25)))))
-        pool = crops if rng.uniform() < 0.7 else wild
-        sp.partners = [str(h) for h in rng.choice(pool, int(rng.integers(1, 4)), replace=False)]
-        sp.drivers = drivers(_LC_CROP + _LC_WILD)[: int(rng.integers(2, 4))]
+        host_pool = crops if rng.uniform() < 0.7 else wild
+        sp.partners = [str(h) for h in rng.choice(host_pool, int(rng.integers(1, 4)), replace=False)]
+        sp.drivers = drivers(lc_crop + lc_wild)[: int(rng.integers(2, 4))]
         sp.detection = float(rng.uniform(0.5, 0.9))
         host_any = _any_present([prob[h] for h in sp.partners])
         f = _logit_sum(sp, cov)
@@ -170,7 +224,7 @@ def make_species(
         while len(set(itertools.chain.from_iterable(pests[k].partners for k in prey))) > 8:
             prey.pop()
         sp.partners = prey
-        sp.drivers = drivers(_LC_WILD)[: int(rng.integers(2, 4))]
+        sp.drivers = drivers(lc_wild)[: int(rng.integers(2, 4))]
         sp.detection = float(rng.uniform(0.4, 0.85))
         prey_any = _prob_any_prey([pests[k] for k in prey], prob, suit)
         f = _logit_sum(sp, cov)

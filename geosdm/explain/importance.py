@@ -30,6 +30,7 @@ import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
 from geosdm.predict._model import as_model, model_inputs
+from geosdm.records.collinearity import correlation_matrix
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -113,13 +114,7 @@ def correlated_groups(X: pd.DataFrame | Mapping[str, Any], variables: Sequence[s
     names = list(variables)
     if len(names) < 2:
         return {n: [n] for n in names}
-    cols = _frame_columns(X, names)
-    data = np.stack([pd.to_numeric(pd.Series(cols[n]), errors="coerce").to_numpy(dtype="float64") for n in names])
-    ok = np.isfinite(data).all(axis=0)
-    if ok.sum() < 3:
-        raise InputError(f"X has {int(ok.sum())} rows with every variable finite; correlations need more")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.nan_to_num(np.corrcoef(data[:, ok]), nan=0.0)
+    r = np.nan_to_num(correlation_matrix(_frame_columns(X, names), names)[0], nan=0.0)
     dist = np.clip(1.0 - np.abs(r), 0.0, None)
     np.fill_diagonal(dist, 0.0)
     labels = fcluster(linkage(squareform(dist, checks=False), method="complete"), t=1.0 - float(threshold),

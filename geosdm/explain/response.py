@@ -162,8 +162,7 @@ def response_curves(
     cats = m.encoder_.categories
     follow = _followers(cols, pd_rows, names, linked, compositions, cats)
     ranges = dict(train_ranges) if train_ranges is not None else training_ranges(X, [
-        v for v in variables if v not in m.encoder_.categories])
-    cats = m.encoder_.categories
+        v for v in variables if v not in cats])
     n_points = max([int(n_grid)] + [len(cats[v]) for v in variables if v in cats])
     values = np.full((len(variables), n_points), np.nan)
     labels = np.full((len(variables), n_points), "", dtype=object)

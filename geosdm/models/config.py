@@ -16,7 +16,9 @@ Unknown keys are rejected, and ``model`` keys must be ``MultiSpeciesSDM`` parame
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,10 @@ class TrainConfig(BaseModel):
     bias_cube, bias_covariates, log_bias
         Observer-bias layers read from ``bias_cube`` (default: ``cube``) at every site; ``log_bias`` takes
         their log first (bias layers are relative intensities).
+    max_correlation, prefer_covariates
+        With ``max_correlation`` (0.7 is usual), collinear covariates are dropped before fitting
+        (:func:`geosdm.records.select_covariates` on the background rows, ``prefer_covariates`` names or
+        patterns kept first); the selection is saved as ``covariate_selection.json`` beside the model.
     model
         ``MultiSpeciesSDM`` parameters (``network``, ``loss``, ``epochs``, ``seed``...).
     output
@@ -68,6 +74,8 @@ class TrainConfig(BaseModel):
     bias_cube: str | None = None
     bias_covariates: tuple[str, ...] = ()
     log_bias: bool = False
+    max_correlation: float | None = Field(default=None, gt=0, le=1)
+    prefer_covariates: tuple[str, ...] = ()
     model: dict[str, Any] = Field(default_factory=dict)
     output: str
 
@@ -126,6 +134,25 @@ def _training_table(cfg: TrainConfig) -> Any:
     return tt.table
 
 
+def _select(cfg: TrainConfig, table: Any, covariates: Any, bias_names: list[str]) -> Any:
+    """The collinearity filter of ``cfg`` on the table's background rows (the study area), else all its rows."""
+    import pandas as pd
+
+    from geosdm.records import COLUMNS, select_covariates
+
+    if covariates is None:
+        reserved = set(COLUMNS) | {"fold", *bias_names}
+        covariates = [str(c) for c in table.columns if c not in reserved and pd.api.types.is_numeric_dtype(table[c])
+                      and not pd.api.types.is_bool_dtype(table[c])]
+    rows = table[table["kind"].astype(str) == "background"] if "kind" in table.columns else table
+    if len(rows) < 100:
+        rows = table
+    selection = select_covariates(rows, list(covariates), threshold=float(cfg.max_correlation or 0.7),
+                                  prefer=cfg.prefer_covariates)
+    log.info("covariates: %s", selection.summary())
+    return selection
+
+
 def train_from_config(cfg: TrainConfig) -> Any:
     """Build the training table, fit a ``MultiSpeciesSDM`` and save it to ``cfg.output``.
 
@@ -159,9 +186,20 @@ def train_from_config(cfg: TrainConfig) -> Any:
         listed = (pq.read_schema(cfg.table).metadata or {}).get(b"geosdm:covariates")
         if listed:
             params["covariates"] = tuple(listed.decode().split(","))
+    selection = None
+    if cfg.max_correlation is not None:
+        selection = _select(cfg, table, params.get("covariates"), bias_names)
+        params["covariates"] = selection.selected
+    elif cfg.prefer_covariates:
+        raise InputError("prefer_covariates only orders the collinearity filter; set max_correlation (e.g. 0.7) too")
     model = MultiSpeciesSDM(**params, bias_covariates=tuple(bias_names))
     model.fit(table, cube=cfg.cube)
     model.save(cfg.output)
+    if selection is not None:  # beside the model, written whole or not at all
+        target = Path(cfg.output) / "covariate_selection.json"
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(selection.to_dict(), indent=1))
+        os.replace(tmp, target)
     log.info("model saved to %s (%d species, %d sites, %.1f s)", cfg.output, len(model.species_), model.n_sites_,
              model.fit_seconds_)
     return model

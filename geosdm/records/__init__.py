@@ -19,6 +19,7 @@ from geosdm.records.background import (
     uniform_background,
     valid_mask,
 )
+from geosdm.records.collinearity import CovariateSelection, correlation_matrix, select_covariates
 from geosdm.records.cv import BufferedLeaveOneOut, EnvironmentalKFold, SpatialBlockKFold, add_folds
 from geosdm.records.extract import extract_at, extract_covariates
 from geosdm.records.gridding import aggregate_to_cells, assign_cells, rasterize_counts, to_crs
@@ -38,6 +39,7 @@ __all__ = [
     "COLUMNS",
     "KINDS",
     "BufferedLeaveOneOut",
+    "CovariateSelection",
     "EnvironmentalKFold",
     "SpatialBlockKFold",
     "TrainingTable",
@@ -48,6 +50,7 @@ __all__ = [
     "bias_background",
     "check_records",
     "conform",
+    "correlation_matrix",
     "covariate_names",
     "empty_records",
     "extract_at",
@@ -62,6 +65,7 @@ __all__ = [
     "read_records_parquet",
     "records_from_frame",
     "sample_background",
+    "select_covariates",
     "target_group_background",
     "to_crs",
     "uniform_background",
