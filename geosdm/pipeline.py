@@ -278,6 +278,11 @@ def _run_train(cfg: TrainConfig, emit: Event) -> Any:
     model = train_from_config(cfg)
     hist = getattr(model, "history_", None) or []
     last = hist[-1] if hist else {}
+    from geosdm.records import CovariateSelection
+
+    selection = CovariateSelection.load(cfg.output)
+    if selection is not None:
+        emit("train", f"collinearity filter: {selection.summary()}", {"selection": selection.to_dict()})
     emit("train", f"model saved to {cfg.output}: {len(model.species_)} species, {len(model.feature_names_)} covariates"
                   + (f", last epoch {last}" if last else ""), {"model": cfg.output})
     return model

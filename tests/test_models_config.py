@@ -97,5 +97,8 @@ def test_cli_train_and_info(table_path: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0 and (tmp_path / "m1" / "model.safetensors").is_file()
     res = runner.invoke(_cli(), ["train", "info", str(tmp_path / "m1")])
     assert res.exit_code == 0 and "covariates ['temp', 'rain']" in res.output
+    res = runner.invoke(_cli(), ["train", "-c", str(cfg), "--epochs", "1", "--output", str(tmp_path / "m3"),
+                                 "--max-correlation", "0.7"])
+    assert res.exit_code == 0 and "collinearity filter: kept 2 of 2 covariates" in res.output, res.output
     res = runner.invoke(_cli(), ["train", "info", str(tmp_path / "missing")])
     assert res.exit_code == 1 and "not a geosdm model checkpoint" in res.output

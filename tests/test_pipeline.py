@@ -34,6 +34,12 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     assert {"presence_only", "presence_absence", "count", "background"} == set(table["kind"])
     assert "fold" in table and table["fold"].nunique() == 5 and "bio01" in table
     assert (out / "model" / "config.json").exists() or any((out / "model").glob("*.json"))
+    from geosdm.models import load_model
+    from geosdm.records import CovariateSelection
+
+    selection = CovariateSelection.load(out / "model")  # the demo pipeline drops collinear covariates first
+    assert selection is not None and list(load_model(out / "model").feature_names_) == list(selection.selected)
+    assert "collinearity filter: kept" in text and "bio10 ~" in (out / "report.html").read_text()
     probs = xr.open_zarr(out / "predictions" / "probability.zarr")
     assert probs.sizes["species"] >= 40 and probs["probability"].dims == ("species", "y", "x")
     assert list((out / "predictions" / "cogs").glob("*.tif"))

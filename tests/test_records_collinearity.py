@@ -81,6 +81,11 @@ def test_train_config_filters_and_saves_the_selection(tmp_path: Path) -> None:
     sel = json.loads((tmp_path / "m" / "covariate_selection.json").read_text())
     assert sel["dropped"]["temp"]["follows"] == "temp_twin" and sel["threshold"] == 0.7
     assert load_model(tmp_path / "m").feature_names_ == ["temp_twin", "rain"]
+    from geosdm.records import CovariateSelection
+
+    saved = CovariateSelection.load(tmp_path / "m")
+    assert saved is not None and saved.selected == ("temp_twin", "rain") and saved.dropped["temp"][0] == "temp_twin"
+    assert CovariateSelection.load(tmp_path) is None
     with pytest.raises(InputError, match="set max_correlation"):
         train_from_config(TrainConfig(table=str(path), output=str(tmp_path / "n"), prefer_covariates=("temp",),
                                       model={**FAST, "epochs": 1}))

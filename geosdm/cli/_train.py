@@ -53,8 +53,6 @@ def _run(config: Path, section: str, output: str | None, epochs: int | None, see
 
 
 def _summary(model: Any, output: str) -> None:
-    import json
-
     t = model.training_
     typer.echo(
         f"model {output}: {len(model.species_)} species, {len(model.feature_names_)} covariates, "
@@ -62,11 +60,11 @@ def _summary(model: Any, output: str) -> None:
         f"data sets {[d['name'] for d in model.datasets_]}; best epoch {t.best_epoch} of {t.epochs_run}"
         f"{' (early stop)' if t.stopped_early else ''}; fit {model.fit_seconds_:.1f} s"
     )
-    selection = Path(output, "covariate_selection.json")
-    if selection.is_file():
-        sel = json.loads(selection.read_text())
-        dropped = ", ".join(f"{v} ~ {d['follows'] or 'constant'}" for v, d in sel["dropped"].items())
-        typer.echo(f"collinearity filter |r| < {sel['threshold']}: dropped {len(sel['dropped'])} ({dropped})")
+    from geosdm.records import CovariateSelection
+
+    selection = CovariateSelection.load(output)
+    if selection is not None:
+        typer.echo(f"collinearity filter: {selection.summary()}")
 
 
 @app.callback(invoke_without_command=True)

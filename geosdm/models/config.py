@@ -16,9 +16,7 @@ Unknown keys are rejected, and ``model`` keys must be ``MultiSpeciesSDM`` parame
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -195,11 +193,8 @@ def train_from_config(cfg: TrainConfig) -> Any:
     model = MultiSpeciesSDM(**params, bias_covariates=tuple(bias_names))
     model.fit(table, cube=cfg.cube)
     model.save(cfg.output)
-    if selection is not None:  # beside the model, written whole or not at all
-        target = Path(cfg.output) / "covariate_selection.json"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(selection.to_dict(), indent=1))
-        os.replace(tmp, target)
+    if selection is not None:
+        selection.save(cfg.output)
     log.info("model saved to %s (%d species, %d sites, %.1f s)", cfg.output, len(model.species_), model.n_sites_,
              model.fit_seconds_)
     return model

@@ -16,8 +16,12 @@ dropped variable, which kept one it follows.
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -25,7 +29,10 @@ import pandas as pd
 
 from geosdm.errors import InputError, MissingVariableError
 
-__all__ = ["CovariateSelection", "correlation_matrix", "select_covariates"]
+__all__ = ["SELECTION_FILE", "CovariateSelection", "correlation_matrix", "select_covariates"]
+
+#: File name of a saved selection in a model folder.
+SELECTION_FILE = "covariate_selection.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,27 @@ class CovariateSelection:
                 "n_rows": self.n_rows,
                 "dropped": {v: {"follows": k or None, "r": None if not np.isfinite(r) else round(float(r), 4)}
                             for v, (k, r) in self.dropped.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CovariateSelection:
+        """Inverse of :meth:`to_dict`."""
+        dropped = {v: (x["follows"] or "", float("nan") if x["r"] is None else float(x["r"]))
+                   for v, x in d["dropped"].items()}
+        return cls(tuple(d["selected"]), dropped, float(d["threshold"]), str(d["method"]), int(d["n_rows"]))
+
+    def save(self, folder: str | PathLike[str]) -> Path:
+        """Write ``folder/covariate_selection.json`` atomically (beside a model fitted on the selection)."""
+        target = Path(folder) / SELECTION_FILE
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, folder: str | PathLike[str]) -> CovariateSelection | None:
+        """The selection saved in a model folder, or None when the model was fitted without the filter."""
+        path = Path(folder) / SELECTION_FILE
+        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else None
 
 
 def _columns(X: pd.DataFrame | Mapping[str, Any], names: Sequence[str]) -> np.ndarray:
