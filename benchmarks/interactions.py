@@ -17,7 +17,9 @@ with two inputs:
 (a) ``true_marginals``: the truth's species probabilities (isolates the interaction model);
 (b) fitted models: the probabilities of multi-species SDMs fitted on the demo's records (PO + surveys, the
     pipeline's records step) with the truth's covariate layers (as in benchmarks/demo_truth.py) and the
-    observer-bias covariate, after the pipeline's collinearity filter (``|r| < 0.7``, ``PREFER`` first):
+    observer-bias covariate, after the pipeline's collinearity filter (``|r| < 0.7``, ``PREFER`` first),
+    predicting the probability of presence in one grid cell (the truth's unit; the models' own unit is the
+    summed area of a survey plot's two visits):
     ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping),
     ``tuned_calibrated`` = the same calibrated like the pipeline's evaluate step (Platt per species on
     held-out survey folds, detection-corrected; the headline: the pipeline predicts with the calibrated model),
@@ -117,8 +119,13 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
         print(f"fitted model {name!r} into {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = predict(str(out), truth, tile_shape=(200, 200))
+        ds = predict(str(out), truth, tile_shape=(200, 200), area=_cell_area(layout))
     return ds["probability"]
+
+
+def _cell_area(layout: DemoLayout) -> float:
+    """m² of one grid cell: the unit of the truth's probabilities (a model's own unit is its survey plots')."""
+    return float(layout.region()["target_grid"]["resolution"]) ** 2
 
 
 def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.DataArray:
@@ -144,7 +151,7 @@ def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.Da
         print(f"calibrated model {name!r} into {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predict(str(out), truth, tile_shape=(200, 200))["probability"]
+        return predict(str(out), truth, tile_shape=(200, 200), area=_cell_area(layout))["probability"]
 
 
 def _wcorr(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
