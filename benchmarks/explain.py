@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
     p.add_argument("--preset", default="default", choices=["small", "default"])
     p.add_argument("--n-background", type=int, default=10_000)
-    p.add_argument("--members", type=int, default=1, help="ensemble members of the fitted model")
+    p.add_argument("--members", type=int, default=5, help="ensemble members of the fitted model")
     p.add_argument("--points", type=int, default=5_000, help="map cells scoring the permutation importance")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--scoring", default="correlation", choices=["correlation", "mse"])
