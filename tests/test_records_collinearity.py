@@ -89,3 +89,26 @@ def test_train_config_filters_and_saves_the_selection(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="set max_correlation"):
         train_from_config(TrainConfig(table=str(path), output=str(tmp_path / "n"), prefer_covariates=("temp",),
                                       model={**FAST, "epochs": 1}))
+
+
+def test_cli_previews_the_filter_on_a_training_table(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from geosdm.cli._records import app
+    from geosdm.records import CovariateSelection
+
+    table = pd.concat([_frame(300).assign(kind="background"), _frame(50, seed=1).assign(kind="presence_only")])
+    table["fold"], table["bias"] = 0, 1.0
+    path = tmp_path / "t.parquet"
+    table.to_parquet(path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["collinearity", str(path), "--prefer", "t*,rain", "--exclude", "bias",
+                              "-o", str(tmp_path / "sel")])
+    assert res.exit_code == 0, res.output
+    assert "kept: tmean, rain, rain_cv" in res.output and "tmax ~ tmean" in res.output
+    saved = CovariateSelection.load(tmp_path / "sel")
+    assert saved is not None and saved.selected == ("tmean", "rain", "rain_cv")
+    res = runner.invoke(app, ["collinearity", str(path), "--variables", "tmean,nope"])
+    assert res.exit_code == 1 and "nope" in res.output
+    res = runner.invoke(app, ["collinearity", str(tmp_path / "missing.parquet")])
+    assert res.exit_code == 1 and "missing.parquet" in res.output

@@ -1,4 +1,5 @@
-"""`geosdm records ...`: validate, grid, sample background, extract covariates/patches and assign CV folds.
+"""`geosdm records ...`: validate, grid, sample background, extract covariates/patches, assign CV folds, and
+preview the collinearity filter on a training table.
 
 Each command reads its inputs, calls one library function from :mod:`geosdm.records` and prints a summary.
 """
@@ -234,3 +235,35 @@ def folds(
     _write(table, out)
     counts = table["fold"].value_counts().sort_index().to_dict()
     typer.echo(f"wrote {len(table)} rows to {out}; rows per fold: {counts}")
+
+
+@app.command()
+def collinearity(
+    path: Path = typer.Argument(..., help="Training table (.parquet or .csv: records + background + covariates)."),
+    threshold: float = typer.Option(0.7, "--threshold", "-t", min=0.0, max=1.0,
+                                    help="Largest |r| between two kept covariates (0.7 is usual)."),
+    prefer: str | None = typer.Option(None, help="Comma-separated names or patterns kept first (e.g. 'bio01,lc_*')."),
+    variables: str | None = typer.Option(None, help="Comma-separated candidates (default: numeric covariates)."),
+    exclude: str | None = typer.Option(None, help="Comma-separated columns never to consider (e.g. bias layers)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the selection here (a folder: "
+                                                              "covariate_selection.json)."),
+) -> None:
+    """Which covariates a collinearity filter keeps (|r| < threshold, preferred ones first) and why others go."""
+    import pandas as pd
+
+    from geosdm.errors import GeoSDMError
+    from geosdm.records import select_training_covariates
+
+    try:
+        table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+        sel = select_training_covariates(table, _variables(variables), threshold=threshold,
+                                         prefer=_variables(prefer) or (), exclude=_variables(exclude) or ())
+    except GeoSDMError as err:
+        raise _fail(err) from None
+    except OSError as err:
+        raise _fail(OSError(f"cannot read training table {str(path)!r}: {err}")) from None
+    typer.echo(sel.summary())
+    typer.echo("kept: " + ", ".join(sel.selected))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        typer.echo(f"wrote {sel.save(out)}")

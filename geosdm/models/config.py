@@ -133,20 +133,11 @@ def _training_table(cfg: TrainConfig) -> Any:
 
 
 def _select(cfg: TrainConfig, table: Any, covariates: Any, bias_names: list[str]) -> Any:
-    """The collinearity filter of ``cfg`` on the table's background rows (the study area), else all its rows."""
-    import pandas as pd
+    """The collinearity filter of ``cfg`` on the training table (its background rows: the study area)."""
+    from geosdm.records import select_training_covariates
 
-    from geosdm.records import COLUMNS, select_covariates
-
-    if covariates is None:
-        reserved = set(COLUMNS) | {"fold", *bias_names}
-        covariates = [str(c) for c in table.columns if c not in reserved and pd.api.types.is_numeric_dtype(table[c])
-                      and not pd.api.types.is_bool_dtype(table[c])]
-    rows = table[table["kind"].astype(str) == "background"] if "kind" in table.columns else table
-    if len(rows) < 100:
-        rows = table
-    selection = select_covariates(rows, list(covariates), threshold=float(cfg.max_correlation or 0.7),
-                                  prefer=cfg.prefer_covariates)
+    selection = select_training_covariates(table, covariates, threshold=float(cfg.max_correlation or 0.7),
+                                           prefer=cfg.prefer_covariates, exclude=bias_names)
     log.info("covariates: %s", selection.summary())
     return selection
 

@@ -19,7 +19,12 @@ from geosdm.records.background import (
     uniform_background,
     valid_mask,
 )
-from geosdm.records.collinearity import CovariateSelection, correlation_matrix, select_covariates
+from geosdm.records.collinearity import (
+    CovariateSelection,
+    correlation_matrix,
+    select_covariates,
+    select_training_covariates,
+)
 from geosdm.records.cv import BufferedLeaveOneOut, EnvironmentalKFold, SpatialBlockKFold, add_folds
 from geosdm.records.extract import extract_at, extract_covariates
 from geosdm.records.gridding import aggregate_to_cells, assign_cells, rasterize_counts, to_crs
@@ -66,6 +71,7 @@ __all__ = [
     "records_from_frame",
     "sample_background",
     "select_covariates",
+    "select_training_covariates",
     "target_group_background",
     "to_crs",
     "uniform_background",

@@ -29,7 +29,8 @@ import pandas as pd
 
 from geosdm.errors import InputError, MissingVariableError
 
-__all__ = ["SELECTION_FILE", "CovariateSelection", "correlation_matrix", "select_covariates"]
+__all__ = ["SELECTION_FILE", "CovariateSelection", "correlation_matrix", "select_covariates",
+           "select_training_covariates"]
 
 #: File name of a saved selection in a model folder.
 SELECTION_FILE = "covariate_selection.json"
@@ -207,3 +208,25 @@ def select_covariates(
     order = {n: i for i, n in enumerate(names)}
     return CovariateSelection(tuple(usable[k] for k in kept), dict(sorted(dropped.items(), key=lambda t: order[t[0]])),
                               float(threshold), method, n_rows)
+
+
+def select_training_covariates(table: pd.DataFrame, covariates: Sequence[str] | None = None, *,
+                               threshold: float = 0.7, prefer: Sequence[str] = (), exclude: Sequence[str] = (),
+                               method: Literal["pearson", "spearman"] = "pearson") -> CovariateSelection:
+    """:func:`select_covariates` on a training table: correlations over its background rows (the study area;
+    all rows when it has fewer than 100), candidates = ``covariates`` or its numeric columns other than the
+    record columns, ``fold`` and ``exclude`` (e.g. observer-bias columns).
+
+    Example
+    -------
+    >>> sel = select_training_covariates(pd.read_parquet("training.parquet"), prefer=["bio*"], exclude=["bias"])
+    """
+    from geosdm.records.schema import COLUMNS
+
+    if covariates is None:
+        reserved = set(COLUMNS) | {"fold", *exclude}
+        covariates = [str(c) for c in table.columns if c not in reserved and pd.api.types.is_numeric_dtype(table[c])
+                      and not pd.api.types.is_bool_dtype(table[c])]
+    rows = table[table["kind"].astype(str) == "background"] if "kind" in table.columns else table
+    return select_covariates(rows if len(rows) >= 100 else table, list(covariates), threshold=threshold,
+                             prefer=prefer, method=method)
