@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--preset", default="default", choices=["small", "default"])
     p.add_argument("--n-background", type=int, default=10_000)
     p.add_argument("--members", type=int, default=5, help="ensemble members of the fitted model")
+    p.add_argument("--input-penalty", type=float, default=0.0,
+                   help="group lasso on the covariate layer (benchmarks/input_penalty.py chooses 3e-4)")
     p.add_argument("--points", type=int, default=5_000, help="map cells scoring the permutation importance")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--scoring", default="correlation", choices=["correlation", "mse"])
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
-    config = {**CONFIG, "n_members": args.members}
+    config = {**CONFIG, "n_members": args.members, **({"input_penalty": args.input_penalty} if args.input_penalty else {})}
     if args.quick:
         config["epochs"], args.n_background = min(config["epochs"], 40), min(args.n_background, 2000)
     t_all = time.perf_counter()

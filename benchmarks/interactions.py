@@ -74,7 +74,7 @@ from geosdm.interactions import (  # noqa: E402
 from geosdm.records import read_records  # noqa: E402
 
 #: The demo pipeline's train step (pipelines/demo.yaml).
-MODEL = {"network": "mlp", "loss": "integrated", "epochs": 30, "seed": 0}
+MODEL = {"network": "mlp", "loss": "integrated", "epochs": 30, "seed": 0, "input_penalty": 3e-4}
 
 
 

@@ -159,6 +159,7 @@ def test_nan_rows_are_dropped_with_a_count(world: dict) -> None:
     ({"val_size": 1.5}, "val_size=1.5"),
     ({"series": [["temp"]]}, "series inputs need network='fusion'"),
     ({"loss": "cloglog"}, "cannot use \\['po'\\]"),
+    ({"input_penalty": -1.0}, "input_penalty=-1.0 must be a number >= 0"),
 ])
 def test_bad_parameters_raise_clear_errors(world: dict, params: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):
@@ -166,6 +167,23 @@ def test_bad_parameters_raise_clear_errors(world: dict, params: dict, match: str
 
 
 # ------------------------------------------------------------------------------------------- learning
+def test_input_penalty_shrinks_unneeded_covariates(world: dict) -> None:
+    """The group lasso drives the first-layer weights of a covariate no species needs towards zero."""
+    from geosdm.models.networks import input_weight
+
+    po = world["po"].copy()
+    po["noise"] = np.random.default_rng(1).normal(size=len(po))
+    norms = {}
+    for lam in (0.0, 0.01):
+        m = MultiSpeciesSDM(covariates=["temp", "rain", "noise"], seed=0, input_penalty=lam,
+                            **{**FAST, "epochs": 20, "val_size": 0}).fit(po)
+        w = input_weight(m.network_.members[0] if hasattr(m.network_, "members") else m.network_)
+        assert w is not None and m.get_params()["input_penalty"] == lam
+        norms[lam] = w.detach().norm(dim=0).numpy()  # per input: temp, rain, noise
+    assert norms[0.01][2] < 0.2 * norms[0.0][2], norms  # the unneeded input is switched off ...
+    assert norms[0.01][0] > 5 * norms[0.01][2], norms  # ... the needed one is kept
+
+
 def test_recovers_known_relative_intensity(fitted: MultiSpeciesSDM, grid: xr.Dataset) -> None:
     f = fitted.predict(grid, log=True)
     assert f.dims == ("species", "y", "x") and list(f.species.values) == list(SPECIES)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from geosdm.errors import InputError
 
-__all__ = ["Ensemble", "MultimodalFusion", "PatchResNet", "ResidualMLP", "SeriesEncoder", "build_network", "NETWORKS"]
+__all__ = ["Ensemble", "MultimodalFusion", "PatchResNet", "ResidualMLP", "SeriesEncoder", "build_network", "input_weight",
+           "NETWORKS"]
 
 Batch = Mapping[str, Tensor]
 
@@ -281,3 +282,11 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
     if name == "ensemble":
         return Ensemble([build_network(kw["member"]) for _ in range(int(kw["n_members"]))])
     raise InputError(f"unknown network {name!r}; choose one of {list(NETWORKS)}")
+
+
+def input_weight(network: nn.Module) -> Tensor | None:
+    """Weights ``(out, n_covariates)`` of the first layer the point covariates meet (None: no such layer, as in
+    patch-only networks); a column per encoded covariate, the group of the input penalty."""
+    trunk = getattr(network, "trunk", None) or getattr(network, "tabular", None)
+    inp = getattr(trunk, "inp", None)
+    return inp.weight if isinstance(inp, nn.Linear) else None

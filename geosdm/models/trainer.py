@@ -30,6 +30,7 @@ from geosdm.models.checkpoint import (
     unflatten_optimizer,
 )
 from geosdm.models.data import epoch_seed
+from geosdm.models.networks import input_weight
 
 __all__ = ["Objective", "TrainResult", "TrainSettings", "fit_objective", "resolve_device", "threads"]
 
@@ -55,6 +56,7 @@ class TrainSettings:
     epochs: int
     lr: float = 1e-3
     weight_decay: float = 0.0
+    input_penalty: float = 0.0  # group lasso on the first layer's weights of each input (0: off)
     patience: int = 10
     min_delta: float = 0.0
     seed: int = 0
@@ -220,6 +222,7 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
         log.info("resuming from %s at epoch %d", ckpt, start)
+    first = input_weight(objective.network)
     model: nn.Module = objective
     if distributed:
         from geosdm.models.distributed import wrap_ddp
@@ -242,6 +245,8 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
                 ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
                 with ctx:
                     loss = model(b)
+                    if settings.input_penalty and first is not None:
+                        loss = loss + settings.input_penalty * first.float().norm(dim=0).sum()
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
