@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "pipeline": MODEL})
     fitted_results: dict[str, Any] = {}
     store_layers = None
+    refitted: set[str] = set()  # --refit refits each model once, also when the calibrated one needs it first
     for name, params in candidates.items():
         t0 = time.perf_counter()
         if args.predictions:
@@ -275,10 +276,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             fitted, source = open_probability(args.predictions), f"store {args.predictions}"
         elif name.endswith("_calibrated"):
             base = name.removesuffix("_calibrated")
-            _fitted_probability(layout, base, candidates[base], args.refit)  # type: ignore[arg-type]
+            _fitted_probability(layout, base, candidates[base], args.refit and base not in refitted)  # type: ignore[arg-type]
+            refitted.add(base)
             fitted, source = _calibrated_probability(layout, base, args.refit), f"{name}: {base} + Platt on surveys"
         else:
-            fitted, source = _fitted_probability(layout, name, params, args.refit), f"{name}: {json.dumps(params)}"
+            fitted = _fitted_probability(layout, name, params, args.refit and name not in refitted)
+            refitted.add(name)
+            source = f"{name}: {json.dumps(params)}"
         fitted = fitted.assign_coords(species=[str(s) for s in fitted["species"].values]).chunk({"species": -1})
         marg = fitted.sel(species=[str(s) for s in truth["species"].values]).values
         marg_scores = _scores(marg, truth["probability"].values)
