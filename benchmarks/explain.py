@@ -78,7 +78,7 @@ from geosdm.explain import (  # noqa: E402
     training_ranges,
 )
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
-from geosdm.records import select_covariates  # noqa: E402
+from geosdm.records import select_training_covariates  # noqa: E402
 
 
 def _importance_top(imp: xr.Dataset, k: int = 3) -> dict[str, list[str]]:
@@ -144,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = _table(layout, cube, covariates, args.n_background, args.seed)
     all_covariates = covariates
     if args.max_correlation < 1:
-        selection = select_covariates(table[table["kind"].astype(str) == "background"], covariates,
-                                      threshold=args.max_correlation, prefer=PREFER)
+        selection = select_training_covariates(table, covariates, threshold=args.max_correlation, prefer=PREFER)
         covariates = list(selection.selected)
         print(selection.summary(), flush=True)
     missing_drivers = sorted({d["variable"] for s in species_truth for d in s["drivers"]} - set(covariates))

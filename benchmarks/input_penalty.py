@@ -35,22 +35,14 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_truth import CONFIG, PREFER, _demo, _table  # noqa: E402
+from explain import _importance_top, _recall  # noqa: E402  (the same rankings as benchmarks/explain.py)
 
 from geosdm.demo import TrueModel  # noqa: E402
 from geosdm.evaluate import evaluate_held_out  # noqa: E402
 from geosdm.explain import permutation_importance, top_variables  # noqa: E402
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
 from geosdm.models.calibration import held_out_predictions  # noqa: E402
-from geosdm.records import select_covariates  # noqa: E402
-
-
-def _top(imp: xr.Dataset) -> dict[str, list[str]]:
-    mean = imp["importance_mean"]
-    out = {}
-    for s in mean["species"].values:
-        series = mean.sel(species=s).to_series()
-        out[str(s)] = [str(v) for v in series[series > 1e-9].sort_values(ascending=False).index[:3]]
-    return out
+from geosdm.records import select_training_covariates  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -69,15 +61,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     all_covariates = [str(v) for v, a in grid.data_vars.items()
                       if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
     table = _table(layout, cube, all_covariates, 10_000, args.seed)
-    covariates = list(select_covariates(table[table["kind"].astype(str) == "background"], all_covariates,
-                                        threshold=0.7, prefer=PREFER).selected)
+    covariates = list(select_training_covariates(table, all_covariates, threshold=0.7, prefer=PREFER).selected)
     cells_grid = grid[covariates].load()
     flat = {v: cells_grid[v].values.ravel() for v in covariates}
     valid = np.flatnonzero(np.all([np.isfinite(a) for a in flat.values()], axis=0))
     cells = np.random.default_rng(args.seed).choice(valid, size=min(args.points, valid.size), replace=False)
     X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
     truth = TrueModel.from_layout(layout, covariates=covariates)
-    truth_top = _top(permutation_importance(truth, X, n_repeats=5, seed=args.seed))
+    truth_top = _importance_top(permutation_importance(truth, X, n_repeats=5, seed=args.seed))
     p_true = truth.predict_proba(X)
     results: dict[str, Any] = {}
     for lam in args.candidates:
@@ -86,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 seed=args.seed, **{**CONFIG, "n_members": 1, "input_penalty": lam}).fit(table)
         held = evaluate_held_out(held_out_predictions(model, table)).headline()["raw"]
         found = top_variables(permutation_importance(model, X, n_repeats=5, seed=args.seed), 3)
-        recall = float(np.mean([len(set(t) & set(found[s])) / len(t) for s, t in truth_top.items()]))
+        recall = float(np.mean(list(_recall(truth_top, found).values())))
         f = model.decision_function(X)
         rho = float(np.mean([spearmanr(f[:, i], p_true[:, truth.species_.index(s)])[0]
                              for i, s in enumerate(model.species_)]))

@@ -134,7 +134,7 @@ def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.Da
     from geosdm.models import load_model
     from geosdm.models.calibration import calibrate
     from geosdm.predict import predict
-    from geosdm.records import extract_covariates
+    from geosdm.records import extract_bias
 
     truth = str(layout.truth_zarr)
     src = CACHE / f"interactions-model-{layout.region()['preset']}-{name}"
@@ -143,8 +143,7 @@ def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.Da
         shutil.rmtree(out)
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
-        table = extract_covariates(truth, pd.read_parquet(_training_table(layout)), variables=["bias"])
-        table["bias"] = np.log(np.maximum(table["bias"].to_numpy(dtype="float64"), 1e-12))
+        table = extract_bias(truth, pd.read_parquet(_training_table(layout)), ["bias"], log=True)  # as the train step
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             calibrate(load_model(src), table, method="platt").save(out)

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from geosdm.cli._options import Dtype, json_option
+from geosdm.cli._options import Dtype, json_option, print_outputs
 
 __all__ = ["app"]
 
@@ -105,13 +105,7 @@ def run(
         est = cons[cons["estimated"]] if "estimated" in cons else cons
         console.print(f"co-occurrence: {report.associations.source}; leakage estimated for {len(est)} consumers "
                       f"(median {float(est['leakage'].median()) if len(est) else float('nan'):.3f})")
-    if report.cogs:
-        bad = [c.path for c in report.cogs if c.valid is False]
-        warn = f" [red]invalid: {bad}[/red]" if bad else ""
-        console.print(f"COGs: {len(report.cogs)} in {output.rstrip('/')}/cogs{warn}")
-    if report.stac:
-        console.print(f"STAC: {report.stac.collection}")
-    console.print(f"done in {report.seconds:.1f} s")
+    print_outputs(console, report, output)
 
 
 @app.command("network")

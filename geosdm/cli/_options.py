@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-__all__ = ["Dtype", "json_option"]
+__all__ = ["Dtype", "json_option", "print_outputs"]
 
 
 class Dtype(str, Enum):
@@ -30,3 +30,14 @@ def json_option(text: str | None, what: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise typer.BadParameter(f"{what} must be a JSON object")
     return value
+
+
+def print_outputs(console: Any, report: Any, output: str) -> None:
+    """The tail of a step's summary: its COGs (invalid ones in red), its STAC Collection and its duration."""
+    if report.cogs:
+        bad = [c.path for c in report.cogs if c.valid is False]
+        warn = f" [red]invalid: {bad}[/red]" if bad else ""
+        console.print(f"COGs: {len(report.cogs)} in {output.rstrip('/')}/cogs{warn}")
+    if report.stac:
+        console.print(f"STAC: {report.stac.collection}")
+    console.print(f"done in {report.seconds:.1f} s")

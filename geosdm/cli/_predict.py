@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from geosdm.cli._options import Dtype, json_option
+from geosdm.cli._options import Dtype, json_option, print_outputs
 
 __all__ = ["app"]
 
@@ -59,13 +59,7 @@ def run(
     console = Console()
     console.print(f"[bold]predictions[/bold] {w.path}: {w.species} species, {w.n_tiles} tiles ({w.n_resumed} resumed, "
                   f"{w.n_empty} without valid cells), valid fraction {w.valid_fraction:.3f}, model {w.model_hash}")
-    if report.cogs:
-        bad = [c.path for c in report.cogs if c.valid is False]
-        warn = f" [red]invalid: {bad}[/red]" if bad else ""
-        console.print(f"COGs: {len(report.cogs)} in {output.rstrip('/')}/cogs{warn}")
-    if report.stac:
-        console.print(f"STAC: {report.stac.collection}")
-    console.print(f"done in {report.seconds:.1f} s")
+    print_outputs(console, report, output)
 
 
 @app.command("cogs")

@@ -228,13 +228,9 @@ def _with_bias(table: pd.DataFrame, model: MultiSpeciesSDM, cfg: EvaluateConfig)
     if source is None:
         raise InputError(f"the model's bias covariates {names} are not in the table; set bias_cube: (the train "
                          "step's bias_cube) or cube:")
-    from geosdm.records import extract_covariates
+    from geosdm.records import extract_bias
 
-    table = extract_covariates(source, table, variables=names)
-    if cfg.log_bias:
-        for b in names:
-            table[b] = np.log(np.maximum(table[b].to_numpy(dtype="float64"), 1e-12))
-    return table
+    return extract_bias(source, table, names, log=cfg.log_bias)
 
 
 def _cell_area(cube: str) -> float:

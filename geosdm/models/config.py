@@ -21,7 +21,6 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from geosdm.errors import InputError
@@ -155,7 +154,7 @@ def train_from_config(cfg: TrainConfig) -> Any:
     >>> model = train_from_config(TrainConfig.from_yaml("pipelines/demo-small.yaml"))  # doctest: +SKIP
     """
     from geosdm.models.estimator import MultiSpeciesSDM
-    from geosdm.records import extract_covariates
+    from geosdm.records import extract_bias
 
     table = _training_table(cfg)
     bias_names = list(cfg.bias_covariates)
@@ -163,11 +162,7 @@ def train_from_config(cfg: TrainConfig) -> Any:
         source = cfg.bias_cube or cfg.cube
         if source is None and any(b not in table.columns for b in bias_names):
             raise InputError(f"bias covariates {bias_names} are not in the table; set bias_cube: (a Zarr store)")
-        if source is not None:
-            table = extract_covariates(source, table, variables=bias_names)
-        if cfg.log_bias:
-            for b in bias_names:
-                table[b] = np.log(np.maximum(table[b].to_numpy(dtype="float64"), 1e-12))
+        table = extract_bias(source, table, bias_names, log=cfg.log_bias)
     params = dict(cfg.model)
     if "covariates" not in params and cfg.table:  # the records step lists the covariates it kept (gaps excluded)
         import pyarrow.parquet as pq

@@ -26,7 +26,7 @@ from geosdm.records.collinearity import (
     select_training_covariates,
 )
 from geosdm.records.cv import BufferedLeaveOneOut, EnvironmentalKFold, SpatialBlockKFold, add_folds
-from geosdm.records.extract import extract_at, extract_covariates
+from geosdm.records.extract import extract_at, extract_bias, extract_covariates
 from geosdm.records.gridding import aggregate_to_cells, assign_cells, rasterize_counts, to_crs
 from geosdm.records.patches import extract_patches, open_patches
 from geosdm.records.readers import (
@@ -59,6 +59,7 @@ __all__ = [
     "covariate_names",
     "empty_records",
     "extract_at",
+    "extract_bias",
     "extract_covariates",
     "extract_patches",
     "open_patches",

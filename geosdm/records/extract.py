@@ -25,7 +25,7 @@ from geosdm.records._coords import cell_index, pixel_coords, records_xy, transfo
 from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
 from geosdm.records.schema import check_records
 
-__all__ = ["extract_at", "extract_covariates"]
+__all__ = ["extract_at", "extract_bias", "extract_covariates"]
 
 log = logging.getLogger(__name__)
 
@@ -218,3 +218,20 @@ def extract_covariates(
     values.index = records.index
     out = records.drop(columns=[c for c in values.columns if c in records.columns])
     return pd.concat([out, values], axis=1)
+
+
+def extract_bias(source: xr.Dataset | str | PathLike[str] | None, table: pd.DataFrame, names: Sequence[str], *,
+                 log: bool = False) -> pd.DataFrame:
+    """Observer-bias layers ``names`` at the table's sites, read from ``source`` (None: already in the table),
+    as their log when ``log`` (bias layers are relative intensities; floored at 1e-12 before the log).
+
+    Example
+    -------
+    >>> table = extract_bias("truth.zarr", table, ["bias"], log=True)  # doctest: +SKIP
+    """
+    if source is not None:
+        table = extract_covariates(source, table, variables=list(names))
+    if log:
+        for b in names:
+            table[b] = np.log(np.maximum(table[b].to_numpy(dtype="float64"), 1e-12))
+    return table
