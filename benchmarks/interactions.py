@@ -20,7 +20,9 @@ with two inputs:
     observer-bias covariate, after the pipeline's collinearity filter (``|r| < 0.7``, ``PREFER`` first),
     predicting the probability of presence in one grid cell (the truth's unit; the models' own unit is the
     summed area of a survey plot's two visits):
-    ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping),
+    ``tuned`` = benchmarks/demo_truth.py's ``CONFIG`` (5 members, early stopping) with the network and input
+    penalty chosen by held-out survey log loss (``SELECTED``: the neural additive model, benchmarks/input_penalty.py),
+    ``tuned_mlp`` = ``CONFIG`` as it is (the residual MLP, no penalty),
     ``tuned_calibrated`` = the same calibrated like the pipeline's evaluate step (Platt per species on
     held-out survey folds, detection-corrected; the headline: the pipeline predicts with the calibrated model),
     ``pipeline`` = the demo pipeline's train step (MLP, integrated loss, 30 epochs); or the
@@ -44,6 +46,7 @@ The last output line is one JSON object; ``corr_truth_independent`` / ``corr_tru
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -74,7 +77,7 @@ from geosdm.interactions import (  # noqa: E402
 from geosdm.records import read_records  # noqa: E402
 
 #: The demo pipeline's train step (pipelines/demo.yaml).
-MODEL = {"network": "mlp", "loss": "integrated", "epochs": 30, "seed": 0, "input_penalty": 3e-4}
+MODEL = {"network": "additive", "hidden": 32, "loss": "integrated", "epochs": 30, "seed": 0, "input_penalty": 3e-4}
 
 
 
@@ -106,7 +109,7 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
     from geosdm.predict import predict
 
     truth = str(layout.truth_zarr)
-    out = CACHE / f"interactions-model-{layout.region()['preset']}-{name}"
+    out = _model_dir(layout, name, params)
     if refit and out.exists():
         shutil.rmtree(out)
     if not (out / "config.json").is_file():
@@ -123,12 +126,18 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
     return ds["probability"]
 
 
+def _model_dir(layout: DemoLayout, name: str, params: dict[str, Any]) -> Path:
+    """Cache folder of a model: named by its settings too, so changed settings never reuse a stale fit."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return CACHE / f"interactions-model-{layout.region()['preset']}-{name}-{key}"
+
+
 def _cell_area(layout: DemoLayout) -> float:
     """m² of one grid cell: the unit of the truth's probabilities (a model's own unit is its survey plots')."""
     return float(layout.region()["target_grid"]["resolution"]) ** 2
 
 
-def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.DataArray:
+def _calibrated_probability(layout: DemoLayout, name: str, params: dict[str, Any], refit: bool) -> xr.DataArray:
     """The ``name`` model calibrated like the pipeline's evaluate step (Platt on held-out survey folds, detection
     corrected from the repeat visits), cached beside it; its lazy probabilities."""
     from geosdm.models import load_model
@@ -137,7 +146,7 @@ def _calibrated_probability(layout: DemoLayout, name: str, refit: bool) -> xr.Da
     from geosdm.records import extract_bias
 
     truth = str(layout.truth_zarr)
-    src = CACHE / f"interactions-model-{layout.region()['preset']}-{name}"
+    src = _model_dir(layout, name, params)
     out = src.with_name(src.name + "-calibrated")
     if refit and out.exists():
         shutil.rmtree(out)
@@ -260,10 +269,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           flush=True)
 
     from demo_truth import CONFIG as TUNED  # noqa: E402  (the models benchmark's reference settings)
+    from demo_truth import SELECTED  # noqa: E402  (network and input penalty chosen by held-out log loss)
 
     candidates = ({"store": None} if args.predictions else
-                  {"tuned_calibrated": None, "tuned": {**TUNED, "loss": "integrated", "seed": 0},
-                   "pipeline": MODEL})
+                  {"tuned_calibrated": None, "tuned": {**TUNED, **SELECTED, "loss": "integrated", "seed": 0},
+                   "tuned_mlp": {**TUNED, "loss": "integrated", "seed": 0}, "pipeline": MODEL})
     fitted_results: dict[str, Any] = {}
     store_layers = None
     refitted: set[str] = set()  # --refit refits each model once, also when the calibrated one needs it first
@@ -277,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             base = name.removesuffix("_calibrated")
             _fitted_probability(layout, base, candidates[base], args.refit and base not in refitted)  # type: ignore[arg-type]
             refitted.add(base)
-            fitted, source = _calibrated_probability(layout, base, args.refit), f"{name}: {base} + Platt on surveys"
+            fitted = _calibrated_probability(layout, base, candidates[base], args.refit)  # type: ignore[arg-type]
+            source = f"{name}: {base} + Platt on surveys"
         else:
             fitted = _fitted_probability(layout, name, params, args.refit and name not in refitted)
             refitted.add(name)

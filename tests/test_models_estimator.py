@@ -167,15 +167,17 @@ def test_bad_parameters_raise_clear_errors(world: dict, params: dict, match: str
 
 
 # ------------------------------------------------------------------------------------------- learning
-def test_input_penalty_shrinks_unneeded_covariates(world: dict) -> None:
-    """The group lasso drives the first-layer weights of a covariate no species needs towards zero."""
+@pytest.mark.parametrize("network", ["mlp", "additive"])
+def test_input_penalty_shrinks_unneeded_covariates(world: dict, network: str) -> None:
+    """The group lasso drives the input weights (MLP: first layer; additive: species heads) of a covariate no
+    species needs towards zero."""
     from geosdm.models.networks import input_weight
 
     po = world["po"].copy()
     po["noise"] = np.random.default_rng(1).normal(size=len(po))
     norms = {}
     for lam in (0.0, 0.01):
-        m = MultiSpeciesSDM(covariates=["temp", "rain", "noise"], seed=0, input_penalty=lam,
+        m = MultiSpeciesSDM(network=network, covariates=["temp", "rain", "noise"], seed=0, input_penalty=lam,
                             **{**FAST, "epochs": 20, "val_size": 0}).fit(po)
         w = input_weight(m.network_.members[0] if hasattr(m.network_, "members") else m.network_)
         assert w is not None and m.get_params()["input_penalty"] == lam
@@ -286,3 +288,11 @@ def test_cuda_mixed_precision_fit_matches_cpu_ranking(world: dict) -> None:
     assert next(gpu.network_.parameters()).device.type == "cpu"  # fitted models live on the CPU
     a, b = gpu.predict(world["po"], log=True), cpu.predict(world["po"], log=True)
     assert min(spearmanr(a[s], b[s])[0] for s in SPECIES) > 0.8
+
+
+def test_additive_network_fits_and_round_trips(world: dict, tmp_path: Path) -> None:
+    m = MultiSpeciesSDM(network="additive", loss="integrated", covariates=["temp", "rain"], seed=0,
+                        **{**FAST, "epochs": 15}).fit(world["table"])
+    assert m.network_spec_["name"] == "additive" and "n_blocks" not in m.network_spec_
+    loaded = load_model(m.save(tmp_path / "additive"))
+    pd.testing.assert_frame_equal(loaded.predict(world["table"]), m.predict(world["table"]))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from geosdm.errors import InputError
-from geosdm.models.networks import MultimodalFusion, PatchResNet, ResidualMLP, build_network
+from geosdm.models.networks import AdditiveNetwork, MultimodalFusion, PatchResNet, ResidualMLP, build_network, input_weight
 
 
 def test_residual_mlp_has_the_deepmaxent_shape() -> None:
@@ -24,6 +24,28 @@ def test_residual_mlp_has_the_deepmaxent_shape() -> None:
         block.linear.bias.zero_()
     h = torch.randn(3, 250)
     assert torch.equal(block(h), h)
+
+
+def test_additive_network_has_no_interactions_and_one_penalty_group_per_covariate() -> None:
+    net = build_network({"name": "additive", "n_features": 4, "n_species": 3, "hidden": 8, "dropout": 0.0})
+    assert isinstance(net, AdditiveNetwork)
+    x = torch.randn(16, 4)
+    moved = x.clone()
+    moved[:, 1] += 0.7
+    effect = net(moved) - net(x)  # moving x_1 changes f by g(x_1 + 0.7) - g(x_1), whatever the other inputs
+    other = x.clone()
+    other[:, [0, 2, 3]] = torch.randn(16, 3)
+    other_moved = other.clone()
+    other_moved[:, 1] += 0.7
+    torch.testing.assert_close(net(other_moved) - net(other), effect, rtol=1e-4, atol=1e-5)
+    assert float(effect.abs().max()) > 0
+    w = input_weight(net)
+    assert w is not None and w.shape == (8 * 8 + 8 + 8 * 3, 4)  # column j: covariate j's layer 2 and heads
+    with torch.no_grad():
+        net.head[:, :, 2] = 0.0  # a zero group switches covariate 2 off
+    off = x.clone()
+    off[:, 2] = torch.randn(16)
+    torch.testing.assert_close(net(off), net(x))
 
 
 def test_patch_resnet_handles_nan_cells_and_sizes() -> None:

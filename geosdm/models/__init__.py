@@ -26,11 +26,12 @@ from geosdm.models.losses import (
     deepmaxent_loss,
     poisson_loss,
 )
-from geosdm.models.networks import NETWORKS, MultimodalFusion, PatchResNet, ResidualMLP, build_network
+from geosdm.models.networks import NETWORKS, AdditiveNetwork, MultimodalFusion, PatchResNet, ResidualMLP, build_network
 
 __all__ = [
     "LOSSES",
     "NETWORKS",
+    "AdditiveNetwork",
     "IntegratedLoss",
     "MultiSpeciesSDM",
     "MultimodalFusion",

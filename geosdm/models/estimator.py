@@ -59,8 +59,9 @@ class MultiSpeciesSDM(BaseEstimator):
     Parameters
     ----------
     network
-        ``"mlp"`` (residual MLP on covariates), ``"cnn"`` (small ResNet on covariate patches) or ``"fusion"``
-        (covariates + patches + time series).
+        ``"mlp"`` (residual MLP on covariates), ``"additive"`` (a neural additive model: one small network per
+        covariate, no interactions; a learnt GAM), ``"cnn"`` (small ResNet on covariate patches) or
+        ``"fusion"`` (covariates + patches + time series).
     loss
         ``"deepmaxent"`` (presence-only + background), ``"poisson"``, ``"bce"``, ``"cloglog"`` (presence/absence
         with a log-area offset) or ``"integrated"`` (all data sets share one intensity; Isaac et al. 2020).
@@ -76,7 +77,8 @@ class MultiSpeciesSDM(BaseEstimator):
     species
         Species to model (default: all with records).
     hidden, n_blocks, dropout
-        Width, residual blocks (CNN: stages) and dropout of the network.
+        Width, residual blocks (CNN: stages) and dropout of the network (``"additive"``: ``hidden`` is each
+        covariate's width, 32 is plenty, and ``n_blocks`` is unused).
     width, patch_size
         CNN channels of the first stage and patch side in cells.
     po_loss
@@ -321,6 +323,9 @@ class MultiSpeciesSDM(BaseEstimator):
         if self.network == "mlp":
             return {"name": "mlp", "n_features": p, "n_species": n_sp, "hidden": int(self.hidden),
                     "n_blocks": int(self.n_blocks), "dropout": float(self.dropout)}
+        if self.network == "additive":
+            return {"name": "additive", "n_features": p, "n_species": n_sp, "hidden": int(self.hidden),
+                    "dropout": float(self.dropout)}
         if self.network == "cnn":
             return {"name": "cnn", "channels": channels, "n_species": n_sp, "width": int(self.width),
                     "n_stages": int(self.n_blocks), "dropout": float(self.dropout)}

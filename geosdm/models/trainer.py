@@ -245,8 +245,8 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
                 ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
                 with ctx:
                     loss = model(b)
-                    if settings.input_penalty and first is not None:
-                        loss = loss + settings.input_penalty * first.float().norm(dim=0).sum()
+                    if settings.input_penalty and first is not None:  # (re-read: a view of a parameter is not)
+                        loss = loss + settings.input_penalty * input_weight(objective.network).float().norm(dim=0).sum()
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
