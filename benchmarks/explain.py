@@ -4,16 +4,23 @@ Each virtual species (``truth/species.json``) responds to 2-4 known covariates t
 functions ``f_j`` on the logit scale; pests also need a host plant and enemies a prey pest, so their realised
 distributions follow their partners' drivers too. The drivers were drawn from covariates that are not
 collinear (``|r| < 0.7``, ``region.json: driver_pool``). An integrated SDM (as in ``benchmarks/demo_truth.py``:
-presence-only + surveys, truth covariates as the cube, the observer-bias layer as a bias covariate) is fitted
-on the covariates an ecologist would keep after the usual collinearity filter (``--max-correlation 0.7``,
-``geosdm.records.select_covariates`` on the background points, preferring climate, terrain, NDVI and land
-cover over band reflectances: ``PREFER``, as in ``pipelines/demo.yaml``), then explained:
+presence-only + surveys, truth covariates as the cube, the observer-bias layer as a bias covariate; 5
+members) is fitted on the covariates an ecologist would keep after the usual collinearity filter
+(``--max-correlation 0.7``, ``geosdm.records.select_covariates`` on the background points, preferring climate,
+terrain, NDVI and land cover over band reflectances: ``PREFER``, as in ``pipelines/demo.yaml``), with the
+network and input penalty of the demo pipeline (``SELECTED``: the neural additive model with the group lasso
+3e-4, chosen without the truth by held-out survey log loss in ``benchmarks/input_penalty.py``; ``--network
+mlp --input-penalty 0`` fits demo_truth's residual MLP instead), then explained:
 
 * **top-3 recall** (``top3_recall``) — per species, the fraction of its truly most important variables found
   among the model's 3 most important ones, averaged over species. Both rankings are permutation importances
   (``--scoring``) on the same ``--points`` cells drawn uniformly over the map: the model's, and the true
   generating model's (``geosdm.demo.TrueModel``: niches and host/prey dependence); the truth's top is its
-  ``min(3, k)`` variables with non-zero importance. Diagnostics: ``top3_recall_own_drivers`` (the truth's
+  ``min(3, k)`` variables with non-zero importance. Both score the log-intensity (``--scale
+  log_intensity``, the library's default; the scale on which the virtual species' responses ``f_j`` add up);
+  ``top3_recall_probability`` ranks both on the presence probability in one grid cell instead (the maps'
+  unit), where a variable that only moves the prediction where the species is absent anyway hardly counts.
+  Diagnostics: ``top3_recall_own_drivers`` (the truth's
   top = the species' own drivers ranked by the variance of ``f_j``, ignoring partners); the mean ``|integrated
   gradients|`` as the model's ranking (``top3_recall_ig``); a model top-3 variable correlated (``|r| >= 0.9``)
   with a missed one accepted (``top3_recall_with_correlated_proxy``); and grouped figures
@@ -64,7 +71,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_truth import CACHE, CONFIG, PREFER, _demo, _table  # noqa: E402  (same data and model settings)
+from demo_truth import CACHE, CONFIG, PREFER, SELECTED, _demo, _table  # noqa: E402  (same data and settings)
 
 from geosdm.demo import TrueModel  # noqa: E402
 from geosdm.demo._species import response  # noqa: E402
@@ -107,11 +114,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--preset", default="default", choices=["small", "default"])
     p.add_argument("--n-background", type=int, default=10_000)
     p.add_argument("--members", type=int, default=5, help="ensemble members of the fitted model")
-    p.add_argument("--input-penalty", type=float, default=0.0,
-                   help="group lasso on the covariate layer (benchmarks/input_penalty.py chooses 3e-4)")
+    p.add_argument("--network", default=SELECTED["network"], choices=["mlp", "additive"],
+                   help="'additive' (default, the pipeline's): a neural additive model (one small network per "
+                        "covariate, hidden 32); 'mlp': the residual MLP of demo_truth.CONFIG")
+    p.add_argument("--input-penalty", type=float, default=SELECTED["input_penalty"],
+                   help="group lasso on the inputs (benchmarks/input_penalty.py chooses 3e-4; 0 turns it off)")
     p.add_argument("--points", type=int, default=5_000, help="map cells scoring the permutation importance")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--scoring", default="correlation", choices=["correlation", "mse"])
+    p.add_argument("--scale", default="log_intensity", choices=["log_intensity", "probability"],
+                   help="what the permutations are scored on (probabilities: in one grid cell)")
     p.add_argument("--steps", type=int, default=32, help="integrated-gradients nodes")
     p.add_argument("--pd-points", type=int, default=1_000, help="cells averaged by the partial dependence")
     p.add_argument("--ig-points", type=int, default=1_000, help="cells explained by integrated gradients")
@@ -129,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
-    config = {**CONFIG, "n_members": args.members, **({"input_penalty": args.input_penalty} if args.input_penalty else {})}
+    config = {**CONFIG, "n_members": args.members, **({"input_penalty": args.input_penalty} if args.input_penalty else {}),
+              **({"network": "additive", "hidden": SELECTED["hidden"]} if args.network == "additive" else {})}
     if args.quick:
         config["epochs"], args.n_background = min(config["epochs"], 40), min(args.n_background, 2000)
     t_all = time.perf_counter()
@@ -172,8 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     X_all = pd.DataFrame({v: grid_all[v].values.ravel()[cells] for v in all_covariates})
 
     truth_model = TrueModel.from_layout(layout, covariates=covariates)
-    imp_true = permutation_importance(truth_model, X_all, scoring=args.scoring, n_repeats=args.repeats,
-                                      seed=args.seed)
+    scored = {"scoring": args.scoring, "scale": args.scale, "area": truth_model.area_unit_m2_,
+              "n_repeats": args.repeats, "seed": args.seed}  # probabilities in one cell, the truth's unit
+    imp_true = permutation_importance(truth_model, X_all, **scored)
     truth_top = _importance_top(imp_true, 3)
     true_mean = imp_true["importance_mean"]
     major_top = {s: [v for v in top if float(true_mean.sel(species=s, variable=v))
@@ -183,10 +197,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ------------------------------------------------------------------------------ permutation importance
     t0 = time.perf_counter()
-    imp = permutation_importance(model, X, scoring=args.scoring, n_repeats=args.repeats, seed=args.seed)
+    imp = permutation_importance(model, X, **scored)
     t_imp = time.perf_counter() - t0
     found = top_variables(imp, 3)
     rec = _recall(truth_top, found)
+    other = {**scored, "scale": "log_intensity" if args.scale == "probability" else "probability"}
+    rec_other = _recall(_importance_top(permutation_importance(truth_model, X_all, **other), 3),
+                        top_variables(permutation_importance(model, X, **other), 3))
     rec_own = _recall(own_top, found)
     rec_major = _recall(major_top, found)
     corr = np.corrcoef(np.stack([flat[v][valid] for v in covariates]))
@@ -206,11 +223,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def group_recall(groups: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, list[str]],
                                                            dict[str, list[str]], float]:
-        truth_groups = _importance_top(permutation_importance(
-            truth_model, X_all, groups=groups, scoring=args.scoring, n_repeats=args.repeats, seed=args.seed), 3)
+        truth_groups = _importance_top(permutation_importance(truth_model, X_all, groups=groups, **scored), 3)
         t = time.perf_counter()
-        gimp = permutation_importance(model, X, groups=groups, scoring=args.scoring, n_repeats=args.repeats,
-                                      seed=args.seed)
+        gimp = permutation_importance(model, X, groups=groups, **scored)
         found_groups = top_variables(gimp, 3)
         return _recall(truth_groups, found_groups), truth_groups, found_groups, time.perf_counter() - t
 
@@ -343,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "max_correlation": args.max_correlation,
         "true_drivers_dropped_by_filter": missing_drivers,
         "top3_recall": float(np.mean(list(rec.values()))),
+        f"top3_recall_{other['scale']}": float(np.mean(list(rec_other.values()))),
         "top3_recall_own_drivers": float(np.mean(list(rec_own.values()))),
         "top3_recall_major": float(np.mean(list(rec_major.values()))),
         "n_true_top_minor": int(sum(len(truth_top[s]) - len(major_top[s]) for s in truth_top)),
@@ -368,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "importance_sd_over_mean": spread,
         "by_role": by_role,
         "scoring": args.scoring,
+        "scale": args.scale,
         "n_points": int(len(X)),
         "n_repeats": args.repeats,
         "ig_steps": args.steps,

@@ -89,6 +89,25 @@ def test_permutation_importance_ranks_known_drivers(model: Any, data: tuple[pd.D
     assert sorted(per["region"].values) == ["east", "west"] and int(per["n_points"].sum()) == N
 
 
+def test_importance_scale_scores_probabilities_or_log_intensity(model: Any,
+                                                             data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Default: the model's ``f``; ``probability``: the presence probability the map shows; same permutations."""
+    X, _ = data
+    X = X.iloc[:400]
+    prob = permutation_importance(model, X, n_repeats=1, seed=3, species=["a"], scale="probability")
+    logit = permutation_importance(model, X, n_repeats=1, seed=3, species=["a"])
+    assert prob.attrs["geosdm:scale"] == "probability" and logit.attrs["geosdm:scale"] == "log_intensity"
+    perm = np.random.default_rng([3, 0]).permutation(len(X))  # repeat 0's row permutation
+    shuffled = X.assign(x1=X["x1"].to_numpy()[perm])
+    a = list(model.species_).index("a")
+    for imp, pred in ((prob, lambda d: model.predict_proba(d).to_numpy()[:, a]),
+                      (logit, lambda d: model.decision_function(d)[:, a])):
+        expected = 1 - np.corrcoef(pred(X), pred(shuffled))[0, 1]
+        assert float(imp["importance"].sel(species="a", variable="x1", repeat=0)) == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(InputError, match="scale='odds'"):
+        permutation_importance(model, X, scale="odds")  # type: ignore[arg-type]
+
+
 def test_auc_importance_from_records_labels(model: Any, data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     X, Y = data
     table = pd.concat([X.assign(kind="presence_absence", species=s, value=Y[s].to_numpy()) for s in ("a", "b")],

@@ -257,6 +257,10 @@ def test_run_explain_and_cli(mlp: Any, cube_path: str, table: pd.DataFrame, tmp_
                                     "--repeats", "2", "--points", "300", "--groups"])
     assert res.exit_code == 0, res.output
     assert "plant_01" in res.output and "climate" in res.output
+    res = CliRunner().invoke(root, ["explain", "importance", model_dir, str(tpath), "--species", "plant_01",
+                                    "--repeats", "2", "--points", "300", "--scale", "probability", "--area", "3600"])
+    assert res.exit_code == 0, res.output
+    assert "correlation of the probability" in res.output.replace("\n", " ")
     res = CliRunner().invoke(root, ["explain", "run", model_dir, cube_path, str(tpath), str(tmp_path / "cli"),
                                     "--species", "plant_01", "--repeats", "2", "--points", "300", "--steps", "4",
                                     "--no-cogs", "--no-figures", "--no-progress", "--tile", "32"])

@@ -24,6 +24,11 @@ class Scoring(str, Enum):
     auc = "auc"
 
 
+class Scale(str, Enum):
+    probability = "probability"
+    log_intensity = "log_intensity"
+
+
 class Method(str, Enum):
     integrated_gradients = "integrated_gradients"
     gradient_x_input = "gradient_x_input"
@@ -52,6 +57,9 @@ def run(
     attribution_species: str = typer.Option(
         None, "--attribution-species", help="Comma-separated species to map attributions for (default: --species)."),
     scoring: Scoring = typer.Option(Scoring.correlation, "--scoring", help="Permutation importance score."),
+    scale: Scale = typer.Option(Scale.log_intensity, "--scale",
+                                help="Score permutations on the log-intensity or the presence probability."),
+    area: float = typer.Option(None, "--area", help="m² of the scored probabilities with --scale probability (default: the model's unit)."),
     repeats: int = typer.Option(5, "--repeats", help="Permutations per variable."),
     points: int = typer.Option(5000, "--points", help="Evaluation sites sampled from the table."),
     regions: str = typer.Option(None, "--regions",
@@ -77,7 +85,8 @@ def run(
 
     cfg = ExplainConfig(
         model=str(model), cube=cube, table=table, output=output, species=_names(species),
-        attribution_species=_names(attribution_species), scoring=scoring.value, n_repeats=repeats, n_points=points,
+        attribution_species=_names(attribution_species), scoring=scoring.value, scale=scale.value, area=area,
+        n_repeats=repeats, n_points=points,
         regions=_regions(regions), region_field=region_field, method=method.value, steps=steps,
         attribution=attribution, mess=mess, cogs=cogs, stac=cogs, figures=figures,
         tile_shape=(tile, tile) if tile else None,
@@ -109,6 +118,9 @@ def importance(
     species: str = typer.Option(None, "--species", help="Comma-separated species (default: all)."),
     groups: bool = typer.Option(False, "--groups", help="Score variable groups by source instead of variables."),
     scoring: Scoring = typer.Option(Scoring.correlation, "--scoring", help="Permutation importance score."),
+    scale: Scale = typer.Option(Scale.log_intensity, "--scale",
+                                help="Score permutations on the log-intensity or the presence probability."),
+    area: float = typer.Option(None, "--area", help="m² of the scored probabilities with --scale probability (default: the model's unit)."),
     repeats: int = typer.Option(5, "--repeats", help="Permutations per variable."),
     points: int = typer.Option(5000, "--points", help="Evaluation rows sampled from the table."),
     top: int = typer.Option(5, "--top", help="Variables shown per species."),
@@ -129,9 +141,10 @@ def importance(
     frame = frame.sample(n=min(points, len(frame)), random_state=seed)
     y = labels_from_records(frame, m.species_) if scoring is Scoring.auc else None
     imp = permutation_importance(m, frame, species=list(_names(species) or m.species_),
-                                 groups="auto" if groups else None, scoring=scoring.value, y=y, n_repeats=repeats,
+                                 groups="auto" if groups else None, scoring=scoring.value, scale=scale.value, area=area,
+                                 y=y, n_repeats=repeats,
                                  seed=seed)
-    out = Table(title=f"permutation importance ({scoring.value}, {repeats} repeats, {len(frame)} points)")
+    out = Table(title=f"permutation importance ({scoring.value} of the {scale.value.replace('_', '-')}, {repeats} repeats, {len(frame)} points)")
     out.add_column("species")
     out.add_column("top variables (mean ± sd)")
     mean, sd = imp["importance_mean"], imp["importance_std"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geosdm.demo._presets import get_preset
 from geosdm.demo._species import VirtualSpecies, true_probabilities
 from geosdm.demo.layout import DemoLayout
 from geosdm.errors import MissingVariableError
@@ -39,6 +40,9 @@ class TrueModel:
     covariates
         Inputs the model declares (default: the drivers); extra ones have no effect, as for a perfect model
         given the same covariates as a fitted one.
+    area_unit_m2
+        The area the true probabilities are for (one truth-grid cell; ``from_layout`` reads it), so
+        probabilities over other areas follow the fitted models' cloglog link: ``1 - (1 - p) ** (A / A0)``.
 
     Example
     -------
@@ -50,9 +54,13 @@ class TrueModel:
     encoder_ = _Identity()
     series_ = None
     patch_ = None
+    link_ = "cloglog"
+    calibrator_ = None
 
-    def __init__(self, species: Sequence[VirtualSpecies], covariates: Sequence[str] | None = None) -> None:
+    def __init__(self, species: Sequence[VirtualSpecies], covariates: Sequence[str] | None = None, *,
+                 area_unit_m2: float = 1.0) -> None:
         self.community = list(species)
+        self.area_unit_m2_ = float(area_unit_m2)
         drivers = list(dict.fromkeys(d.variable for s in self.community for d in s.drivers))
         self.feature_names_ = list(dict.fromkeys(list(covariates or []) + drivers))
         self.species_ = [s.name for s in self.community]
@@ -62,7 +70,8 @@ class TrueModel:
         """The true model of a generated demo folder (``truth/species.json``)."""
         layout = demo if isinstance(demo, DemoLayout) else DemoLayout.at(demo)
         rows = json.loads(layout.species_json.read_text())
-        return cls([VirtualSpecies.from_dict(r) for r in rows], covariates)
+        cell = get_preset(str(layout.region()["preset"])).target_res
+        return cls([VirtualSpecies.from_dict(r) for r in rows], covariates, area_unit_m2=cell * cell)
 
     def _columns(self, X: pd.DataFrame | Mapping[str, Any]) -> dict[str, np.ndarray]:
         needed = sorted({d.variable for s in self.community for d in s.drivers})

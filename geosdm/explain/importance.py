@@ -2,13 +2,18 @@
 
 A variable (or a group of variables, permuted together with one row permutation so their joint structure is
 kept) is important for a species when shuffling it across the evaluation points changes the model's
-log-intensity ``f`` there. Scores, per species:
+prediction there: by default its log-intensity ``f`` (``scale="log_intensity"``, the scale on which the
+species' responses add up), or the presence probability a map shows (``scale="probability"``, over ``area``
+m², calibrated when the model is; biomod2 scores its probabilities). On the probability scale a variable that
+only moves ``f`` where the species is absent anyway (from very to extremely unlikely) does not count; on the
+``f`` scale it weighs as much as one that decides where the species lives. Scores, per species:
 
-* ``"correlation"`` (default, needs no labels): ``1 - Pearson(f, f_permuted)``, the SDM convention of biomod2;
-* ``"mse"``: mean of ``(f - f_permuted)^2`` (log-intensity units²; for an additive model it is twice the
-  variance of the variable's contribution over the points);
-* ``"auc"``: drop of the ROC AUC of ``f`` between presences and background/absences (``y`` labels, e.g. from
-  :func:`labels_from_records`).
+* ``"correlation"`` (default, needs no labels): ``1 - Pearson(pred, pred_permuted)``, the SDM convention of
+  biomod2;
+* ``"mse"``: mean of ``(pred - pred_permuted)^2`` (on the log-intensity scale of an additive model it is twice
+  the variance of the variable's contribution over the points);
+* ``"auc"``: drop of the ROC AUC between presences and background/absences (``y`` labels, e.g. from
+  :func:`labels_from_records`; the same on either scale).
 
 Each permutation is repeated ``n_repeats`` times with its own seed; the spread over repeats is reported. With
 ``regions`` (a label per point), rows are permuted within their region and scored there, so importance can
@@ -29,19 +34,21 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._model import as_model, model_inputs
+from geosdm.predict._model import area_offset, as_model, model_inputs, model_probability
 from geosdm.records.collinearity import correlation_matrix
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["SCORINGS", "composition_groups", "correlated_groups", "labels_from_records", "permutation_importance", "top_variables",
+__all__ = ["SCALES", "SCORINGS", "composition_groups", "correlated_groups", "labels_from_records", "permutation_importance", "top_variables",
            "variable_groups"]
 
 log = logging.getLogger(__name__)
 
 #: Permutation importance scores.
 SCORINGS = ("correlation", "mse", "auc")
+#: Scales the permuted predictions are compared on.
+SCALES = ("log_intensity", "probability")
 
 _SOURCE_GROUPS: tuple[tuple[str, str], ...] = (
     (r"^bio\d+", "climate"),
@@ -249,6 +256,8 @@ def permutation_importance(
     species: Sequence[str] | None = None,
     groups: Mapping[str, Sequence[str]] | Literal["auto"] | None = None,
     scoring: Literal["correlation", "mse", "auc"] = "correlation",
+    scale: Literal["log_intensity", "probability"] = "log_intensity",
+    area: float | None = None,
     y: np.ndarray | None = None,
     regions: Sequence[Any] | np.ndarray | str | None = None,
     min_region_points: int = 20,
@@ -273,6 +282,11 @@ def permutation_importance(
         permuted together.
     scoring
         ``"correlation"``, ``"mse"`` or ``"auc"`` (module docstring).
+    scale
+        ``"log_intensity"`` (default: the model's ``f``) or ``"probability"`` (the presence probability over
+        ``area``, calibrated when the model has a ``calibrator_``).
+    area
+        Area in m² of the probabilities (None: the model's unit area; give the map's, e.g. the cell area).
     y
         Labels ``(n, n_model_species)`` for ``scoring="auc"`` (1 presence, 0 background/absence, NaN unknown).
     regions
@@ -310,6 +324,8 @@ def permutation_importance(
     m = as_model(model)
     if scoring not in SCORINGS:
         raise InputError(f"scoring={scoring!r} is unknown; choose one of {list(SCORINGS)}")
+    if scale not in SCALES:
+        raise InputError(f"scale={scale!r} is unknown; choose one of {list(SCALES)}")
     if isinstance(n_repeats, bool) or not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
         raise InputError(f"n_repeats={n_repeats!r} must be a positive int")
     inputs = model_inputs(m)
@@ -333,7 +349,12 @@ def permutation_importance(
             raise InputError(f"y has shape {y.shape}; expected (n_rows, n_model_species) = {(n, len(m.species_))}")
         y = y[:, sp_idx]
 
+    if scale == "probability" and scoring != "auc":
+        area_offset(m, area)  # a bad area fails here, before any work
+
     def decision(c: Mapping[str, np.ndarray], p: np.ndarray | None) -> np.ndarray:
+        if scale == "probability" and scoring != "auc":  # AUC ranks: the same on either scale
+            return model_probability(m, c, area=area, patches=p)[:, sp_idx]
         return m.decision_function(c, patches=p)[:, sp_idx]
 
     f0 = decision(cols, patches)
@@ -404,7 +425,9 @@ def permutation_importance(
          "n_points": (("region",), np.array([len(members[r]) for r in names]))},
         coords={"region": [str(r) for r in names], "species": sp_names, "variable": gnames,
                 "repeat": np.arange(int(n_repeats))},
-        attrs={"geosdm:scoring": scoring, "geosdm:groups": {k: list(v) for k, v in gmap.items()},
+        attrs={"geosdm:scoring": scoring, "geosdm:scale": scale if scoring != "auc" else "log_intensity",
+               "geosdm:area_m2": float(area) if area is not None else float(getattr(m, "area_unit_m2_", np.nan)),
+               "geosdm:groups": {k: list(v) for k, v in gmap.items()},
                "geosdm:n_repeats": int(n_repeats), "geosdm:seed": seed if seed is not None else -1},
     )
     if scoring == "auc":

@@ -277,7 +277,6 @@ def _move(batch: dict[str, np.ndarray], v: str, follow: tuple[str, list[str], np
 
 
 def _probability(model: MultiSpeciesSDM, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    from geosdm.predict._model import probability_inplace
+    from geosdm.predict._model import model_probability
 
-    f = model.decision_function(batch)
-    return probability_inplace(f, model.link_, 0.0)
+    return model_probability(model, batch, calibration=False)

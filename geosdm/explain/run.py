@@ -59,6 +59,11 @@ class ExplainConfig(BaseModel):
     # permutation importance
     importance: bool = True
     scoring: Literal["correlation", "mse", "auc"] = "correlation"
+    scale: Literal["log_intensity", "probability"] = Field(
+        default="log_intensity", description="What permutations are scored on: the log-intensity or the presence "
+                                             "probability over `area` (calibrated when the model is).")
+    area: float | None = Field(default=None, gt=0, description="m² of the scored probabilities (scale: probability; "
+                                                              "None: the model's unit; e.g. the predictions' area).")
     n_repeats: int = Field(default=5, ge=1)
     n_points: int = Field(default=5_000, ge=10, description="Evaluation sites sampled from the table.")
     groups: dict[str, tuple[str, ...]] | Literal["auto", "correlated"] | None = Field(
@@ -266,7 +271,8 @@ def run_explain(
         pts = _sites(table[table["kind"].astype(str) != "count"] if "kind" in table else table, config.n_points,
                      config.seed, distinct=not auc)
         y = labels_from_records(pts, m.species_) if auc else None
-        common = {"species": species, "scoring": config.scoring, "y": y, "n_repeats": config.n_repeats,
+        common = {"species": species, "scoring": config.scoring, "scale": config.scale, "area": config.area,
+                  "y": y, "n_repeats": config.n_repeats,
                   "seed": config.seed}
         imp = permutation_importance(m, pts, **common)
         table_csv(_tidy_importance(imp), "importance.csv")

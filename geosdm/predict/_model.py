@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from geosdm.errors import InputError
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["ModelInputs", "area_offset", "as_model", "model_fingerprint", "model_inputs", "model_summary",
+__all__ = ["ModelInputs", "area_offset", "as_model", "model_fingerprint", "model_inputs", "model_probability", "model_summary",
            "probability_inplace"]
 
 
@@ -133,3 +134,23 @@ def probability_inplace(f: np.ndarray, link: str, offset: float) -> np.ndarray:
     np.negative(f, out=f)
     np.expm1(f, out=f)
     return np.negative(f, out=f)
+
+
+def model_probability(model: Any, columns: Mapping[str, np.ndarray], *, area: float | None = None,
+                      patches: Any = None, calibration: bool = True) -> np.ndarray:
+    """Presence probabilities ``(n, n_species)`` over ``area`` m² (None: the model's unit) from covariate columns.
+
+    The array fast path of :meth:`MultiSpeciesSDM.predict_proba`: the link with the area offset, then the
+    model's ``calibrator_`` when it has one and ``calibration`` is on. Works for any object with the
+    estimator's surface (``decision_function``, ``link_``, ``area_unit_m2_``), e.g. ``geosdm.demo.TrueModel``.
+    """
+    f = np.array(model.decision_function(columns, patches=patches), dtype=np.float32)
+    link = getattr(model, "link_", "cloglog")
+    p = probability_inplace(f, link, area_offset(model, area) if link == "cloglog" else 0.0)
+    calibrator = getattr(model, "calibrator_", None) if calibration else None
+    if calibrator is not None:
+        from geosdm.models.calibration import apply_calibration
+
+        p = apply_calibration(p, calibrator)
+    return p
+
