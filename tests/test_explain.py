@@ -171,6 +171,26 @@ def test_integrated_gradients_are_complete_per_covariate(model: Any, data: tuple
     assert gx["attribution"].shape == (2, 47, 4)
 
 
+def test_additive_networks_get_exact_integrated_gradients(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """For f = sum_j g_j(x_j) integrated gradients are g_j(x_j) - g_j(b_j): exact, and what the quadrature gives."""
+    from geosdm.explain._torch import RawInputNetwork, integrated_gradients
+    from geosdm.models import MultiSpeciesSDM
+
+    X, Y = data
+    model = MultiSpeciesSDM(network="additive", loss="bce", hidden=16, n_members=2, epochs=8, val_size=0, lr=3e-3,
+                            seed=0).fit(X, Y)
+    pts = X.iloc[:200]
+    a = attribute(model, pts)
+    delta = (a.log_intensity - a.baseline_log_intensity).values
+    np.testing.assert_allclose(a.attribution.sum("variable").values, delta, atol=1e-4)  # complete, no residual
+    net = RawInputNetwork(model)
+    x = net.inputs({c: pts[c].to_numpy() for c in ("x1", "x2", "x3", "c")})
+    exact, _, _ = integrated_gradients(net, x, net.baseline(x), species=[0, 1])
+    quad, _, _ = integrated_gradients(net, x, net.baseline(x), species=[0, 1], steps=256, exact=False)
+    torch = pytest.importorskip("torch")
+    torch.testing.assert_close(exact, quad, atol=5e-3, rtol=1e-2)  # the rule converges to it (ReLU kinks)
+
+
 def test_mess_formula_and_points() -> None:
     ref = Reference({"t": np.arange(101, dtype=float), "p": np.linspace(0, 1, 11)})
     pts = pd.DataFrame({"t": [50.0, 0.0, 110.0, -20.0, np.nan], "p": [0.5, 0.5, 0.5, 0.5, 0.5]})

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from geosdm.errors import InputError
 from geosdm.models._features import FeatureEncoder, column_values
+from geosdm.models.networks import AdditiveNetwork, Ensemble
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -153,9 +154,20 @@ class RawInputNetwork(nn.Module):
         return RawInputs(num.to(x.num.device), torch.zeros_like(x.cat), patch, x.valid)
 
     # ------------------------------------------------------------------------------------------- forward
+    def tabular(self, num: Tensor, cat: Tensor) -> Tensor:
+        """The network's encoded point inputs: standardised numeric and one-hot columns in the encoder's order."""
+        z = (num - self.mean) * self.inv_scale
+        return torch.cat([z, cat], dim=1).index_select(1, self.order)  # one gather: cheap to differentiate
+
+    def additive_members(self) -> list[AdditiveNetwork] | None:
+        """The additive networks behind the model (its members for an ensemble), or None if it is not additive."""
+        members = list(self.net.members) if isinstance(self.net, Ensemble) else [self.net]
+        ok = all(isinstance(m, AdditiveNetwork) for m in members) and not self.series_index and not self.patch_variables
+        return members if ok else None
+
     def forward(self, num: Tensor, cat: Tensor, patch: Tensor | None = None) -> Tensor:
         z = (num - self.mean) * self.inv_scale
-        tab = torch.cat([z, cat], dim=1).index_select(1, self.order)  # one gather: cheap to differentiate
+        tab = self.tabular(num, cat)
         batch: dict[str, Tensor] = {"tabular": tab}
         if self.series_index:
             idx = torch.tensor([i for g in self.series_index for i in g], device=num.device)
@@ -187,7 +199,8 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def integrated_gradients(net: RawInputNetwork, x: RawInputs, b: RawInputs, *, species: Sequence[int],
-                         steps: int = 32, method: str = "integrated_gradients") -> tuple[Tensor, Tensor, Tensor]:
+                         steps: int = 32, method: str = "integrated_gradients",
+                         exact: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Attributions ``(len(species), n, len(net.variables))`` of ``f(x) - f(b)`` to each cube variable.
 
     ``method="integrated_gradients"``: ``(x - b) * mean gradient`` along the straight path from ``b`` to ``x``
@@ -196,7 +209,9 @@ def integrated_gradients(net: RawInputNetwork, x: RawInputs, b: RawInputs, *, sp
 
     One backward pass per species on the shared graph (3x faster on CPU than one batched vmap backward for a
     250-wide MLP and 42 species, and no more memory than a single pass); each species' gradients are reduced
-    to per-variable attributions at once.
+    to per-variable attributions at once. For an additive network (``network="additive"``) integrated
+    gradients have a closed form, ``g_sj(x_j) - g_sj(b_j)`` per input (the path integral of a function of
+    ``x_j`` alone), computed with two forward passes and exact, unless ``exact=False``.
     """
     if method == "gradient_x_input":
         alphas, weights = np.array([1.0]), np.array([1.0])
@@ -204,6 +219,9 @@ def integrated_gradients(net: RawInputNetwork, x: RawInputs, b: RawInputs, *, sp
         alphas, weights = gauss_legendre(steps)
     else:
         raise InputError(f"method={method!r} is unknown; choose 'integrated_gradients' or 'gradient_x_input'")
+    members = net.additive_members() if exact and method == "integrated_gradients" else None
+    if members is not None:
+        return _additive_attributions(net, members, x, b, list(species))
     m, n = len(alphas), x.num.shape[0]
     dev = x.num.device
     a = torch.tensor(alphas, dtype=torch.float32, device=dev)
@@ -231,3 +249,21 @@ def integrated_gradients(net: RawInputNetwork, x: RawInputs, b: RawInputs, *, sp
         f_x = net(*(u for u, _ in pairs))[:, sel]
         f_b = net(*(v for _, v in pairs))[:, sel]
     return torch.stack(attrs), f_x, f_b
+
+
+def _additive_attributions(net: RawInputNetwork, members: Sequence[AdditiveNetwork], x: RawInputs, b: RawInputs,
+                           species: list[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact integrated gradients of an additive network: each input's term at ``x`` minus its term at ``b``."""
+    with torch.no_grad():
+        def terms(r: RawInputs) -> Tensor:  # (len(species), n, inputs) in the encoder's order
+            tab = net.tabular(r.num, r.cat)
+            return torch.stack([m.contributions(tab, species) for m in members]).mean(0)
+
+        d = terms(x) - terms(b)
+        full = d.new_zeros((*d.shape[:-1], x.num.shape[1] + x.cat.shape[1]))
+        full[..., net.order] = d  # back to [numeric, one-hot] positions
+        attrs = net.per_variable(full[..., : x.num.shape[1]], full[..., x.num.shape[1] :], None)
+        f_x = net(x.num, x.cat)[:, species]
+        f_b = net(b.num, b.cat)[:, species]
+    return attrs, f_x, f_b
+

@@ -145,6 +145,11 @@ class AdditiveNetwork(nn.Module):
         z = torch.relu(x.unsqueeze(-1) * self.w1 + self.b1)
         return torch.relu(torch.einsum("bph,phk->bpk", z, self.w2) + self.b2)
 
+    def contributions(self, x: Tensor, species: list[int] | None = None) -> Tensor:
+        """``(len(species), B, p)``: each covariate's term ``g_sj(x_j)`` of the log-intensity (without the bias)."""
+        head = self.head if species is None else self.head[:, species]
+        return torch.einsum("bpk,ksp->sbp", self.drop(self.features(x)), head)
+
     def forward(self, batch: Batch | Tensor) -> Tensor:
         z = self.drop(self.features(_get(batch, "tabular", "AdditiveNetwork")))
         return torch.einsum("bpk,ksp->bs", z, self.head) + self.bias
