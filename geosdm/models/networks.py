@@ -349,8 +349,9 @@ def build_network(spec: Mapping[str, Any]) -> nn.Module:
 
 
 def input_weight(network: nn.Module) -> Tensor | None:
-    """Weights ``(out, n_covariates)`` of the first layer the point covariates meet (None: no such layer, as in
-    patch-only networks); a column per encoded covariate, the group of the input penalty."""
+    """The input penalty's groups ``(n_weights, n_covariates)``, a column per encoded covariate: the weights of
+    the first layer the point covariates meet, or each covariate's own network and heads in an
+    :class:`AdditiveNetwork` (None: no such layer, as in patch-only networks)."""
     if isinstance(network, AdditiveNetwork):  # covariate j's hidden layer and species heads: zero switches it off
         return network.penalty_groups()
     trunk = getattr(network, "trunk", None) or getattr(network, "tabular", None)
