@@ -55,7 +55,7 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit  # noqa: E402
-from demo_truth import _demo, _table  # noqa: E402  (same demo and table as demo_truth.py)
+from demo_truth import _demo, _table, truth_covariates  # noqa: E402  (same demo and table as demo_truth.py)
 
 from geosdm.evaluate import compare_with_truth, evaluate_held_out  # noqa: E402
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     layout = _demo(args)
     truth = xr.open_zarr(layout.truth_zarr)
-    covariates = [str(v) for v, a in truth.data_vars.items()
-                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    covariates = truth_covariates(truth)
     grid = truth[covariates].load().chunk({"y": 200, "x": 200})
     cell_area = float(layout.region()["target_grid"]["resolution"]) ** 2
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score
 
 from geosdm.demo import DemoLayout
 from geosdm.models import MultiSpeciesSDM
-from geosdm.records import extract_covariates, read_records, training_table
+from geosdm.records import covariate_names, extract_covariates, read_records, training_table
 
 #: Model settings shared by the three fits. Training length is set by early stopping on a spatial validation
 #: fold (``epochs`` is only a cap): the survey-only model has few sites, hence few steps per epoch.
@@ -53,10 +53,17 @@ CONFIG: dict[str, Any] = {
 #: The network and input penalty of the demo pipeline (pipelines/demo.yaml), chosen without the truth by held-out
 #: survey log loss among the residual MLP and the neural additive model and five penalties (benchmarks/input_penalty.py).
 SELECTED: dict[str, Any] = {"network": "additive", "hidden": 32, "input_penalty": 3e-4}
+#: The selected network's architecture alone (``SELECTED`` without the penalty).
+ADDITIVE: dict[str, Any] = {k: SELECTED[k] for k in ("network", "hidden")}
 CACHE = Path(__file__).resolve().parent / ".cache"
 #: Covariates the collinearity filter keeps first (``prefer_covariates`` of pipelines/demo.yaml): climate,
 #: terrain, NDVI and land cover before band reflectances.
 PREFER = ("bio01", "bio12", "bio05", "bio06", "bio15", "elevation", "slope", "s2_ndvi_jja", "lc_*")
+
+
+def truth_covariates(grid: xr.Dataset) -> list[str]:
+    """The truth cube's covariates: its 2-D layers except QA counts and the observer-bias layer."""
+    return [v for v in covariate_names(grid) if v != "bias"]
 
 
 def _demo(args: argparse.Namespace) -> DemoLayout:
@@ -116,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cube = args.cube or str(layout.truth_zarr)
     truth = xr.open_zarr(layout.truth_zarr)[["probability", "occurrence"]].load()
     grid_all = xr.open_zarr(cube)
-    covariates = [str(v) for v, a in grid_all.data_vars.items()
-                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    covariates = truth_covariates(grid_all)
     grid = grid_all[covariates].load()
     t0 = time.perf_counter()
     table = _table(layout, cube, covariates, args.n_background, args.seed)

@@ -71,7 +71,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_truth import CACHE, CONFIG, PREFER, SELECTED, _demo, _table  # noqa: E402  (same data and settings)
+from demo_truth import ADDITIVE, CACHE, CONFIG, PREFER, SELECTED, _demo, _table, truth_covariates  # noqa: E402  (same data and settings)
 
 from geosdm.demo import TrueModel  # noqa: E402
 from geosdm.demo._species import response  # noqa: E402
@@ -142,15 +142,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
     config = {**CONFIG, "n_members": args.members, **({"input_penalty": args.input_penalty} if args.input_penalty else {}),
-              **({"network": "additive", "hidden": SELECTED["hidden"]} if args.network == "additive" else {})}
+              **(ADDITIVE if args.network == "additive" else {})}
     if args.quick:
         config["epochs"], args.n_background = min(config["epochs"], 40), min(args.n_background, 2000)
     t_all = time.perf_counter()
     layout = _demo(args)
     cube = str(layout.truth_zarr)
     grid_all = xr.open_zarr(cube)
-    covariates = [str(v) for v, a in grid_all.data_vars.items()
-                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    covariates = truth_covariates(grid_all)
     grid = grid_all[covariates].load()
     species_truth = json.loads(layout.species_json.read_text())
     t0 = time.perf_counter()

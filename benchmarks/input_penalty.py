@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_truth import CONFIG, PREFER, _demo, _table  # noqa: E402
+from demo_truth import ADDITIVE, CONFIG, PREFER, _demo, _table, truth_covariates  # noqa: E402
 from explain import _importance_top, _recall  # noqa: E402  (the same rankings as benchmarks/explain.py)
 
 from geosdm.demo import TrueModel  # noqa: E402
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     layout = _demo(args)
     cube = str(layout.truth_zarr)
     grid = xr.open_zarr(cube)
-    all_covariates = [str(v) for v, a in grid.data_vars.items()
-                      if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    all_covariates = truth_covariates(grid)
     table = _table(layout, cube, all_covariates, 10_000, args.seed)
     covariates = list(select_training_covariates(table, all_covariates, threshold=0.7, prefer=PREFER).selected)
     cells_grid = grid[covariates].load()
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for network in args.networks:
         for lam in args.candidates:
             t0 = time.perf_counter()
-            arch = {"network": "additive", "hidden": 32} if network == "additive" else {}
+            arch = ADDITIVE if network == "additive" else {}
             model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"],
                                     seed=args.seed, **{**CONFIG, "n_members": 1, "input_penalty": lam, **arch}).fit(table)
             held = evaluate_held_out(held_out_predictions(model, table)).headline()["raw"]

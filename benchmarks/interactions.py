@@ -62,7 +62,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
-from demo_truth import CACHE, PREFER, _demo  # noqa: E402  (same demo and table as demo_truth.py)
+from demo_truth import CACHE, PREFER, SELECTED, _demo, truth_covariates  # noqa: E402  (same demo and table as demo_truth.py)
 
 from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.interactions import (  # noqa: E402
@@ -77,7 +77,7 @@ from geosdm.interactions import (  # noqa: E402
 from geosdm.records import read_records  # noqa: E402
 
 #: The demo pipeline's train step (pipelines/demo.yaml).
-MODEL = {"network": "additive", "hidden": 32, "loss": "integrated", "epochs": 30, "seed": 0, "input_penalty": 3e-4}
+MODEL = {**SELECTED, "loss": "integrated", "epochs": 30, "seed": 0}
 
 
 
@@ -90,8 +90,7 @@ def _training_table(layout: DemoLayout) -> Path:
         return path
     truth = str(layout.truth_zarr)
     grid = xr.open_zarr(truth)
-    covariates = [str(v) for v, a in grid.data_vars.items()
-                  if a.dims == ("y", "x") and v != "bias" and not str(v).startswith("s2_count_")]
+    covariates = truth_covariates(grid)
     records = pd.concat([read_records(layout.presence_only_csv), read_records(layout.surveys_parquet)],
                         ignore_index=True)
     with warnings.catch_warnings():
@@ -269,7 +268,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           flush=True)
 
     from demo_truth import CONFIG as TUNED  # noqa: E402  (the models benchmark's reference settings)
-    from demo_truth import SELECTED  # noqa: E402  (network and input penalty chosen by held-out log loss)
 
     candidates = ({"store": None} if args.predictions else
                   {"tuned_calibrated": None, "tuned": {**TUNED, **SELECTED, "loss": "integrated", "seed": 0},

@@ -183,6 +183,7 @@ def test_additive_networks_get_exact_integrated_gradients(data: tuple[pd.DataFra
     a = attribute(model, pts)
     delta = (a.log_intensity - a.baseline_log_intensity).values
     np.testing.assert_allclose(a.attribution.sum("variable").values, delta, atol=1e-4)  # complete, no residual
+    np.testing.assert_allclose(a.log_intensity.values, model.decision_function(pts).T, rtol=1e-5, atol=1e-5)
     net = RawInputNetwork(model)
     x = net.inputs({c: pts[c].to_numpy() for c in ("x1", "x2", "x3", "c")})
     exact, _, _ = integrated_gradients(net, x, net.baseline(x), species=[0, 1])

@@ -55,7 +55,6 @@ class TrueModel:
     series_ = None
     patch_ = None
     link_ = "cloglog"
-    calibrator_ = None
 
     def __init__(self, species: Sequence[VirtualSpecies], covariates: Sequence[str] | None = None, *,
                  area_unit_m2: float = 1.0) -> None:

@@ -259,11 +259,13 @@ def _additive_attributions(net: RawInputNetwork, members: Sequence[AdditiveNetwo
             tab = net.tabular(r.num, r.cat)
             return torch.stack([m.contributions(tab, species) for m in members]).mean(0)
 
-        d = terms(x) - terms(b)
+        t_x, t_b = terms(x), terms(b)
+        d = t_x - t_b
         full = d.new_zeros((*d.shape[:-1], x.num.shape[1] + x.cat.shape[1]))
         full[..., net.order] = d  # back to [numeric, one-hot] positions
         attrs = net.per_variable(full[..., : x.num.shape[1]], full[..., x.num.shape[1] :], None)
-        f_x = net(x.num, x.cat)[:, species]
-        f_b = net(b.num, b.cat)[:, species]
+        bias = torch.stack([m.bias[species] for m in members]).mean(0)
+        f_x = t_x.sum(-1).T + bias  # the network's output: its terms plus the bias, no second pass
+        f_b = t_b.sum(-1).T + bias
     return attrs, f_x, f_b
 

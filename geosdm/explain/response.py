@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._model import as_model, model_inputs
+from geosdm.predict._model import as_model, model_inputs, model_probability
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -204,7 +204,7 @@ def response_curves(
                 if v in follow:
                     _move(batch, v, follow[v], base[v], len(chunk))
             if scale == "probability":
-                f = _probability(m, batch)
+                f = model_probability(m, batch, calibration=False)
             else:
                 f = m.decision_function(batch)
             out[s : s + len(chunk)] = f.reshape(len(chunk), len(pd_rows), -1)[..., sp_idx]
@@ -274,9 +274,3 @@ def _move(batch: dict[str, np.ndarray], v: str, follow: tuple[str, list[str], np
     for u in others:
         u0 = np.asarray(batch[u], dtype=np.float64)
         batch[u] = np.where(rest > 0, u0 * factor, (total - g) / len(others)).astype(np.float32)
-
-
-def _probability(model: MultiSpeciesSDM, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    from geosdm.predict._model import model_probability
-
-    return model_probability(model, batch, calibration=False)

@@ -222,7 +222,7 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
         log.info("resuming from %s at epoch %d", ckpt, start)
-    first = input_weight(objective.network)
+    penalised = bool(settings.input_penalty) and input_weight(objective.network) is not None
     model: nn.Module = objective
     if distributed:
         from geosdm.models.distributed import wrap_ddp
@@ -245,7 +245,7 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
                 ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
                 with ctx:
                     loss = model(b)
-                    if settings.input_penalty and first is not None:  # (re-read: a view of a parameter is not)
+                    if penalised:  # groups re-read each step: the additive network's are built from its parameters
                         loss = loss + settings.input_penalty * input_weight(objective.network).float().norm(dim=0).sum()
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:

@@ -145,8 +145,7 @@ def model_probability(model: Any, columns: Mapping[str, np.ndarray], *, area: fl
     estimator's surface (``decision_function``, ``link_``, ``area_unit_m2_``), e.g. ``geosdm.demo.TrueModel``.
     """
     f = np.array(model.decision_function(columns, patches=patches), dtype=np.float32)
-    link = getattr(model, "link_", "cloglog")
-    p = probability_inplace(f, link, area_offset(model, area) if link == "cloglog" else 0.0)
+    p = probability_inplace(f, model.link_, area_offset(model, area) if model.link_ == "cloglog" else 0.0)
     calibrator = getattr(model, "calibrator_", None) if calibration else None
     if calibrator is not None:
         from geosdm.models.calibration import apply_calibration
