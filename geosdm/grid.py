@@ -21,6 +21,7 @@ from geosdm.errors import GridError, InputError
 
 __all__ = [
     "GridPreset",
+    "grid_coords",
     "PRESETS",
     "geobox_from_bbox",
     "geobox_from_geometry",
@@ -160,3 +161,20 @@ def tiles(geobox: GeoBox, tile_shape: tuple[int, int]) -> Iterator[Tile]:
         for ix in range(gt.shape[1]):
             sl = (slice(iy * ny, min((iy + 1) * ny, geobox.shape[0])), slice(ix * nx, min((ix + 1) * nx, geobox.shape[1])))
             yield Tile((iy, ix), gt[iy, ix], sl)
+
+
+def grid_coords(geobox: GeoBox) -> dict[str, Any]:
+    """CF coordinates of ``geobox`` named ``y``/``x`` (also for geographic CRSs) plus its ``spatial_ref``.
+
+    odc-geo names geographic axes ``latitude``/``longitude``; geosdm's stores always use ``y``/``x`` so every
+    layer, tile and reader shares one pair of dimension names (rioxarray and odc-geo read either).
+    """
+    import xarray as xr
+    from odc.geo.xr import xr_coords
+
+    out: dict[str, Any] = {}
+    for name, coord in xr_coords(geobox, crs_coord_name="spatial_ref").items():
+        new = {"latitude": "y", "longitude": "x"}.get(str(name), str(name))
+        dims = (new,) if coord.ndim == 1 else ()
+        out[new] = xr.DataArray(coord.values, dims=dims, attrs=coord.attrs, name=new)
+    return out

@@ -236,7 +236,8 @@ def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client
     from geosdm.cube import build_cube
 
     if served is not None:  # sources without their own url/catalog search the served STAC API
-        specs = tuple(s if (s.url or s.catalog) else s.model_copy(update={"url": served.stac_url}) for s in cube.sources)
+        specs = tuple(s if (s.url or s.catalog or s.load().kind != "stac-api") else s.model_copy(update={"url": served.stac_url})
+                      for s in cube.sources)
         cube = cube.model_copy(update={"sources": specs})
     emit("cube", f"building {cube.output.path} ({len(cube.sources)} sources)", {})
     report = build_cube(cube, progress=progress, client=client)

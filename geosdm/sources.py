@@ -147,6 +147,8 @@ class AssetConfig(_Frozen):
     name: str | None = None
     classes: FrozenMap[int, str] = Field(default_factory=FrozenDict)
     href: str | None = None
+    band: int | str | None = None
+    variable: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AssetConfig:
@@ -168,6 +170,8 @@ class AssetConfig(_Frozen):
                 )
         if self.role == "categorical" and not self.classes:
             raise ValueError("a categorical asset needs a class table: add `classes: {value: name, ...}`")
+        if isinstance(self.band, int) and self.band < 1:
+            raise ValueError(f"band {self.band} is not a band number; bands are numbered from 1 (as in GDAL)")
         return self
 
     @property
@@ -336,8 +340,14 @@ class SourceConfig(_Frozen):
     ``kind``: ``stac-api`` (``url`` is the API root; searched with pystac-client), ``static`` (``url`` is a
     static ``catalog.json``/``collection.json`` path or URL, walked), ``cog-urls`` (no catalog: every asset
     has an ``href`` to a COG; wrapped into an Item by :func:`geosdm.stac.items_from_cog_urls`; ``datetime``
-    is the nominal date or ``start/end`` range of the data). ``sign``: optional ``module:function`` that signs
-    Items (e.g. ``planetary_computer:sign_inplace``), used only if importable.
+    is the nominal date or ``start/end`` range of the data), ``raster`` (GeoTIFF/COG files, local, ``https://``
+    or ``s3://``: every asset has an ``href``, and a ``band`` for multi-band files; read with rioxarray),
+    ``dataset`` (a NetCDF or Zarr dataset at ``url``, local or object store: each asset names a ``variable``;
+    a ``time_dim`` is composited by ``composite`` like STAC time series). ``raster``/``dataset`` sources take
+    their CRS from the file (GeoTIFF header, CF ``grid_mapping``, latitude/longitude units) or from ``crs``
+    when the file has none; ``format`` (``netcdf``/``zarr``) when the URL's suffix does not say;
+    ``storage_options`` for fsspec (object stores). ``sign``: optional ``module:function`` that signs Items
+    (e.g. ``planetary_computer:sign_inplace``), used only if importable.
     """
 
     name: str
@@ -346,8 +356,12 @@ class SourceConfig(_Frozen):
     title: str = ""
     description: str = ""
     license: str | None = None
-    kind: Literal["stac-api", "static", "cog-urls"] = "stac-api"
+    kind: Literal["stac-api", "static", "cog-urls", "raster", "dataset"] = "stac-api"
     url: str | None = None
+    crs: str | None = None
+    format: Literal["netcdf", "zarr"] | None = None
+    time_dim: str = "time"
+    storage_options: FrozenMap[str, Any] | None = None
     sign: str | None = None
     cloud_property: str | None = "eo:cloud_cover"
     max_cloud: float | None = Field(default=None, ge=0, le=100)
@@ -362,6 +376,8 @@ class SourceConfig(_Frozen):
     def _blank_url(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("url") == "":
             data = {**data, "url": None}  # an unset optional placeholder (${VAR:-})
+        if isinstance(data, Mapping) and data.get("kind") in ("raster", "dataset") and "collection" not in data:
+            data = {**data, "collection": data.get("name", "")}  # no catalog: the collection is the source
         return data
 
     @model_validator(mode="after")
@@ -394,13 +410,27 @@ class SourceConfig(_Frozen):
         names = [a.name or k for k, a in self.assets.items()]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"band names {dupes} are used by more than one asset; give each a distinct `name`")
-        if self.kind == "cog-urls":
+        if self.kind in ("cog-urls", "raster"):
             if missing := [k for k, a in self.assets.items() if not a.href]:
-                raise ValueError(f"kind cog-urls needs an `href` for every asset; missing for {missing}")
-            if not self.datetime:
+                raise ValueError(f"kind {self.kind} needs an `href` for every asset; missing for {missing}")
+            if self.kind == "cog-urls" and not self.datetime:
                 raise ValueError("kind cog-urls needs `datetime:` (nominal date or 'start/end' of the data)")
         elif hrefs := [k for k, a in self.assets.items() if a.href]:
-            raise ValueError(f"assets {hrefs} have `href`, which only `kind: cog-urls` sources use")
+            raise ValueError(f"assets {hrefs} have `href`, which only `kind: raster` and `cog-urls` sources use")
+        if self.kind != "raster" and (banded := [k for k, a in self.assets.items() if a.band is not None]):
+            raise ValueError(f"assets {banded} have `band`, which only `kind: raster` sources use")
+        if self.kind != "dataset" and (named := [k for k, a in self.assets.items() if a.variable is not None]):
+            raise ValueError(f"assets {named} have `variable`, which only `kind: dataset` sources use")
+        if self.kind == "dataset" and not self.url:
+            raise ValueError("kind dataset needs `url:` (path or URL of the NetCDF file or Zarr store)")
+        if self.kind in ("raster", "dataset"):
+            if self.mask is not None:
+                raise ValueError(f"kind {self.kind} has no cloud mask rules; set invalid cells as `nodata`")
+            if self.kind == "raster" and self.composite is not None:
+                raise ValueError("kind raster files have no time axis to composite; use `kind: dataset` for time "
+                                 "series (NetCDF/Zarr) or drop `composite:`")
+        elif self.crs or self.format or self.storage_options:
+            raise ValueError("`crs`, `format` and `storage_options` belong to `kind: raster`/`dataset` sources")
         if self.kind == "static" and not self.url:
             raise ValueError("kind static needs `url:` (path or URL of the static catalog.json)")
         return self

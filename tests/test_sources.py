@@ -219,7 +219,7 @@ def test_categorical_rules():
 def test_kind_specific_rules():
     with pytest.raises(InputError, match="needs an `href` for every asset"):
         parse_source(_minimal(kind="cog-urls", datetime="2000-01-01"))
-    with pytest.raises(InputError, match="only `kind: cog-urls` sources use"):
+    with pytest.raises(InputError, match="only `kind: raster` and `cog-urls` sources use"):
         src = _minimal()
         src["assets"]["B04"]["href"] = "x.tif"
         parse_source(src)

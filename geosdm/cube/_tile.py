@@ -17,10 +17,12 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from geosdm.cube._raster import RASTER_KINDS, load_raster_observations
 from geosdm.cube._load import Observations, StackReadError, load_band_stacks, load_observations
 from geosdm.cube.composite import composite_periods
 from geosdm.cube.indices import INDICES, common_name, compute_index
 from geosdm.errors import InputError
+from geosdm.grid import grid_coords
 from geosdm.io.zarr import VariableSpec
 from geosdm.sources import SourceConfig
 from geosdm.stac import filter_items
@@ -42,6 +44,7 @@ class SourcePlan:
     assets: tuple[str, ...] = ()
     mask_buffer: int = 1
     months: tuple[int, ...] | None = None  # months the build's dates cover (None: all)
+    when: str | None = None  # the build's datetime range (selects time steps of dataset sources)
 
     @property
     def periods(self) -> dict[str, tuple[int, ...]]:
@@ -178,6 +181,9 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
     halo = 1 if plan.terrain else 0
     work = refine(tile_gbox, plan.factor)
     load_box = work.pad(halo) if halo else work
+    if src.kind in RASTER_KINDS:
+        obs = load_raster_observations(src, load_box, assets=plan.data_assets, when=plan.when)
+        return _compute(plan, obs, tile_gbox, work, halo)
     specs = plan_variables(plan)
     nan = np.full(tuple(tile_gbox.shape), np.nan, np.float32)
     items = filter_items(plan.items, bbox=tuple(tile_gbox.extent.to_crs("EPSG:4326").boundingbox))
@@ -257,7 +263,7 @@ def process_tile(plans: list[SourcePlan], tile_gbox: GeoBox, *, backend: str = "
             data[name] = (("y", "x"), arr)
         for key, val in res.info.items():
             info.setdefault(key, {}).update(val)
-    coords = {"y": tile_gbox.coords["y"].values, "x": tile_gbox.coords["x"].values}
+    coords = {k: v.values for k, v in grid_coords(tile_gbox).items() if k in ("y", "x")}
     return xr.Dataset(data, coords=coords), info
 
 

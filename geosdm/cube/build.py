@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from geosdm.cube._raster import RASTER_KINDS, check_layers
 from geosdm.cube._tile import SourcePlan, check_indices, plan_variables, process_tile
 from geosdm.cube.config import CubeConfig, SourceSpec
 from geosdm.errors import GridError, InputError
 from geosdm.grid import Tile, tiles
 from geosdm.io.zarr import CubeStore, fingerprint
-from geosdm.sources import load_source
 from geosdm.stac import items_from_static_catalog, search
 
 __all__ = ["BuildReport", "build_cube", "resolve_sources"]
@@ -52,7 +52,7 @@ def _factor(spec: SourceSpec, target_res: float) -> int:
     k = int(round(ratio))
     if k < 1 or abs(ratio - k) > 1e-6:
         raise InputError(
-            f"source {spec.source!r}: working_resolution {spec.working_resolution} must divide the target "
+            f"source {spec.label!r}: working_resolution {spec.working_resolution} must divide the target "
             f"resolution {target_res} a whole number of times (e.g. {target_res / max(1, k)})"
         )
     return k
@@ -90,23 +90,31 @@ def covered_months(when: str | None) -> tuple[int, ...] | None:
 
 
 def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
-    """Load each source definition and find its Items over the grid (STAC API search or static catalog)."""
+    """Load each source definition and find its Items over the grid (STAC API search or static catalog); raster
+    and dataset sources are opened and checked against the grid instead (CRS, variables, overlap)."""
     gbox = config.grid.geobox()
     lonlat = tuple(gbox.extent.to_crs("EPSG:4326").boundingbox)
     plans = []
     for spec in config.sources:
-        src = load_source(spec.source, url=spec.url) if spec.url else load_source(spec.source)
+        src = spec.load()
         when = spec.datetime or config.datetime
         if src.composite is None:
             when = None  # static layers (DEM, land cover, bioclim) are not filtered by the cube's dates
-        if spec.catalog:
-            items = items_from_static_catalog(spec.catalog, src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
-        else:
-            items = search(src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
         if spec.assets:
             unknown = [a for a in spec.assets if a not in src.data_assets]
             if unknown:
                 raise InputError(f"source {src.name!r} has no data assets {unknown}; it has {list(src.data_assets)}")
+        if src.kind in RASTER_KINDS:  # files and datasets: no Items; their grids are checked against the cube's
+            check_layers(src, gbox, spec.assets or None, when=when)
+            plan = SourcePlan(src, (), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain,
+                              spec.assets or (), spec.mask_buffer, covered_months(when), when)
+            check_indices(plan)
+            plans.append(plan)
+            continue
+        if spec.catalog:
+            items = items_from_static_catalog(spec.catalog, src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
+        else:
+            items = search(src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
         plan = SourcePlan(
             src, tuple(items), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain, spec.assets or (),
             spec.mask_buffer, covered_months(when),

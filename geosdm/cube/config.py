@@ -16,37 +16,51 @@ class _Frozen(BaseModel):
 
 
 class GridConfig(_Frozen):
-    """Target grid: ``bbox`` (in ``bbox_crs``, default ``crs``), a ``region`` polygon file, or a ``preset``."""
+    """Target grid: ``bbox`` (in ``bbox_crs``, default ``crs``), a ``region`` polygon file, a ``preset``, or
+    ``like``: exactly the grid of a raster file or dataset (its CRS, transform and shape; ``crs`` only where the
+    file has none), e.g. a cube on the native grid of the covariate rasters."""
 
-    crs: str = "EPSG:2154"
-    resolution: float = Field(gt=0)
+    crs: str | None = None
+    resolution: float | None = Field(default=None, gt=0)
     bbox: tuple[float, float, float, float] | None = None
     bbox_crs: str | None = None
     region: str | None = None
     preset: Literal["france", "europe"] | None = None
+    like: str | None = None
 
     @model_validator(mode="after")
     def _one_extent(self) -> GridConfig:
-        given = [k for k in ("bbox", "region", "preset") if getattr(self, k) is not None]
+        given = [k for k in ("bbox", "region", "preset", "like") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of bbox, region or preset for the grid (got {given or 'none'})")
+            raise ValueError(f"give exactly one of bbox, region, preset or like for the grid (got {given or 'none'})")
+        if self.like is None and self.resolution is None:
+            raise ValueError("the grid needs `resolution:` (CRS units per pixel) unless it is `like:` a raster")
+        if self.like is not None and self.resolution is not None:
+            raise ValueError("`like:` takes the raster's own resolution; drop `resolution:` (or use bbox/region)")
         return self
 
     def geobox(self) -> Any:
-        """The aligned :class:`odc.geo.geobox.GeoBox`."""
+        """The aligned :class:`odc.geo.geobox.GeoBox` (``crs`` defaults to EPSG:2154, Lambert-93)."""
         from geosdm.grid import geobox_from_bbox, geobox_from_geometry, preset_geobox, read_region
 
+        if self.like:
+            from geosdm.cube._raster import raster_geobox
+
+            return raster_geobox(self.like, crs=self.crs)
+        crs = self.crs or "EPSG:2154"
+        assert self.resolution is not None
         if self.preset:
             return preset_geobox(self.preset, resolution=self.resolution)
         if self.region:
-            return geobox_from_geometry(read_region(self.region), crs=self.crs, resolution=self.resolution)
-        return geobox_from_bbox(self.bbox, crs=self.crs, resolution=self.resolution, bbox_crs=self.bbox_crs)  # type: ignore[arg-type]
+            return geobox_from_geometry(read_region(self.region), crs=crs, resolution=self.resolution)
+        return geobox_from_bbox(self.bbox, crs=crs, resolution=self.resolution, bbox_crs=self.bbox_crs)  # type: ignore[arg-type]
 
 
 class SourceSpec(_Frozen):
     """One source in a cube and how to process it.
 
-    ``source``: a name in ``catalogs/`` or a YAML path. ``url`` overrides the source's STAC API URL;
+    ``source``: a name in ``catalogs/``, a YAML path, or the source definition itself (a mapping, as in a
+    ``catalogs/*.yaml`` file; handy for a user's own rasters). ``url`` overrides the source's STAC API URL;
     ``catalog`` reads Items from a static catalog / ItemCollection file instead of searching an API.
     ``working_resolution``: load at this finer resolution (an integer divisor of the target resolution),
     mask and composite there, then aggregate to the target grid (means; class fractions for categorical
@@ -55,7 +69,7 @@ class SourceSpec(_Frozen):
     resampling do not leak into composites.
     """
 
-    source: str
+    source: str | dict[str, Any]
     url: str | None = None
     catalog: str | None = None
     datetime: str | None = None
@@ -65,6 +79,21 @@ class SourceSpec(_Frozen):
     indices: tuple[str, ...] = ()
     terrain: tuple[Literal["slope"], ...] = ()
     mask_buffer: int = Field(default=1, ge=0)
+
+    @property
+    def label(self) -> str:
+        """The source's name for messages (the catalog name, or an inline definition's ``name``)."""
+        return self.source if isinstance(self.source, str) else str(self.source.get("name", "<inline source>"))
+
+    def load(self) -> Any:
+        """The validated :class:`geosdm.sources.SourceConfig` (``url`` applied)."""
+        from geosdm.sources import load_source, parse_source
+
+        if isinstance(self.source, str):
+            return load_source(self.source, url=self.url) if self.url else load_source(self.source)
+        raw = {**self.source, **({"url": self.url} if self.url else {})}
+        raw.setdefault("name", "inline")
+        return parse_source(raw, origin=f"inline source {raw['name']!r}")
 
 
 class OutputConfig(_Frozen):

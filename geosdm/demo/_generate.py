@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pystac
 import xarray as xr
-from odc.geo.xr import xr_coords
 
 from geosdm.bioclim import BIOCLIM_META
 from geosdm.demo._climate import make_climate
@@ -40,7 +39,7 @@ from geosdm.demo._warp import warp
 from geosdm.demo._world import LANDCOVER_CLASSES, World, make_world
 from geosdm.demo.layout import COLLECTIONS, DemoLayout
 from geosdm.errors import InputError
-from geosdm.grid import geobox_from_bbox
+from geosdm.grid import geobox_from_bbox, grid_coords
 from geosdm.io.zarr import quiet_zarr
 
 __all__ = ["generate"]
@@ -306,7 +305,7 @@ def _write_stac(layout: DemoLayout, items: dict[str, list[pystac.Item]]) -> None
 def _write_truth(layout: DemoLayout, target: Any, cov: dict[str, np.ndarray], composites: dict[str, np.ndarray],
                  bias: np.ndarray, species: list[Any], prob: dict[str, np.ndarray], suit: dict[str, np.ndarray],
                  occ: dict[str, np.ndarray], edges: pd.DataFrame, joint: np.ndarray) -> None:
-    coords = xr_coords(target, crs_coord_name="spatial_ref")
+    coords = grid_coords(target)
     names = [s.name for s in species]
     ds = xr.Dataset(coords=coords)
     for k, v in {**cov, **composites}.items():

@@ -27,9 +27,9 @@ import fsspec
 import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_coords
 
 from geosdm.errors import DataSourceError, InputError
+from geosdm.grid import grid_coords
 
 __all__ = ["CubeStore", "open_cube", "VariableSpec", "fingerprint", "quiet_zarr", "raw_readable", "read_window"]
 
@@ -131,7 +131,7 @@ class CubeStore:
             for p in (self.path, self.progress_path):
                 if self.fs.exists(p):
                     self.fs.rm(p, recursive=True)
-        all_coords = {**xr_coords(self.geobox, crs_coord_name="spatial_ref"), **dict(coords or {})}
+        all_coords = {**grid_coords(self.geobox), **dict(coords or {})}
         ds = xr.Dataset(coords=all_coords, attrs={**attrs, "geosdm:fingerprint": fingerprint})
         ny, nx = self.geobox.shape
         encoding: dict[str, Any] = {}

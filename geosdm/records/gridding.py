@@ -151,7 +151,7 @@ def rasterize_counts(
     xarray.DataArray
         ``(species, y, x)`` counts with the grid's ``spatial_ref`` coordinate. Memory: n_species x ny x nx x 4 B.
     """
-    from odc.geo.xr import xr_coords
+    from geosdm.grid import grid_coords
 
     sel = records[records["kind"].astype(str).isin(kinds) & (records["value"] > 0)]
     names = sorted(sel["species"].dropna().unique()) if species is None else list(species)
@@ -163,7 +163,7 @@ def rasterize_counts(
     return xr.DataArray(
         counts,
         dims=("species", "y", "x"),
-        coords={"species": names, **xr_coords(geobox, crs_coord_name="spatial_ref")},
+        coords={"species": names, **grid_coords(geobox)},
         attrs={"units": "records per cell", "long_name": "record counts"},
         name="record_count",
     )
