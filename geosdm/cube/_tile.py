@@ -182,7 +182,7 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
     work = refine(tile_gbox, plan.factor)
     load_box = work.pad(halo) if halo else work
     if src.kind in RASTER_KINDS:
-        obs = load_raster_observations(src, load_box, assets=plan.data_assets, when=plan.when)
+        obs = load_raster_observations(src, load_box, assets=plan.data_assets, when=plan.when, threads=threads)
         return _compute(plan, obs, tile_gbox, work, halo)
     specs = plan_variables(plan)
     nan = np.full(tuple(tile_gbox.shape), np.nan, np.float32)

@@ -203,9 +203,18 @@ def build_cube(
     if client is None:
         _configure_gdal()
         bar = _bar(len(all_tiles), len(done), progress)
-        for t in todo:
-            _run_tile(t, plans, store, config.backend, config.retries, config.threads)
-            bar.update(1)
+        if config.threads > 1 and all(p.source.kind in RASTER_KINDS for p in plans):
+            # windowed reads + GDAL warps release the GIL: run `threads` tiles at once (STAC tiles instead
+            # parallelise inside the tile, over Items and bands)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(config.threads) as pool:
+                for _ in pool.map(lambda t: _run_tile(t, plans, store, config.backend, config.retries, 1), todo):
+                    bar.update(1)
+        else:
+            for t in todo:
+                _run_tile(t, plans, store, config.backend, config.retries, config.threads)
+                bar.update(1)
         bar.close()
     else:
         from dask.distributed import as_completed
