@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import threading
@@ -68,8 +69,9 @@ class RasterLayer:
 # --------------------------------------------------------------------------------------------------- opening
 
 
-def _storage_options(src: SourceConfig) -> dict[str, Any]:
-    return dict(src.storage_options or {})
+def _storage_options(src: SourceConfig) -> str:
+    """The source's fsspec options as canonical JSON: a cache key even when they nest (``client_kwargs``)."""
+    return json.dumps(dict(src.storage_options or {}), sort_keys=True)
 
 
 def _dataset_format(url: str, fmt: str | None) -> str:
@@ -88,10 +90,31 @@ def _dataset_format(url: str, fmt: str | None) -> str:
     )
 
 
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    """Identity of a local file or folder (inode, mtime, size); None for URLs. Part of the open-handle caches'
+    keys, so a file rewritten in place is opened again instead of read through a stale handle."""
+    if "://" in path and not path.startswith("file://"):
+        return None
+    try:
+        st = os.stat(path.removeprefix("file://"))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _source_stamps(src: SourceConfig, keys: Sequence[str]) -> tuple[tuple[int, int, int] | None, ...]:
+    paths = [src.url or ""] if src.kind == "dataset" else [src.assets[k].href or "" for k in keys]
+    return tuple(_stamp(p) for p in paths)
+
+
 @functools.lru_cache(maxsize=32)
-def _open_dataset(url: str, fmt: str, options: tuple[tuple[str, Any], ...]) -> xr.Dataset:
-    """The dataset at ``url``, lazily indexed (no Dask), coordinates decoded (CF ``grid_mapping`` included)."""
-    storage_options = dict(options)
+def _open_dataset(url: str, fmt: str, options: str = "{}", stamp: tuple[int, int, int] | None = None) -> xr.Dataset:
+    """The dataset at ``url``, lazily indexed (no Dask), coordinates decoded (CF ``grid_mapping`` included).
+
+    ``options``: fsspec storage options as JSON (hashable for the cache, nested mappings included); ``stamp``:
+    :func:`_stamp` of ``url`` (cache key only).
+    """
+    storage_options = json.loads(options)
     try:
         if fmt == "zarr":
             return xr.open_dataset(url, engine="zarr", chunks=None, decode_coords="all",
@@ -110,8 +133,10 @@ def _open_dataset(url: str, fmt: str, options: tuple[tuple[str, Any], ...]) -> x
 
 
 @functools.lru_cache(maxsize=64)
-def _open_raster(href: str) -> xr.DataArray:
-    """A GeoTIFF/COG (local path, ``https://``, ``s3://``) as a lazily indexed ``(band, y, x)`` DataArray."""
+def _open_raster(href: str, stamp: tuple[int, int, int] | None = None) -> xr.DataArray:
+    """A GeoTIFF/COG (local path, ``https://``, ``s3://``) as a lazily indexed ``(band, y, x)`` DataArray.
+
+    ``stamp``: :func:`_stamp` of ``href`` (cache key only)."""
     import rasterio
     import rioxarray
 
@@ -203,7 +228,7 @@ def _select_time(data: xr.DataArray, time_dim: str, when: str | None) -> xr.Data
 
 def _dataset_layer(src: SourceConfig, key: str, asset: AssetConfig, when: str | None) -> RasterLayer:
     assert src.url is not None
-    ds = _open_dataset(src.url, _dataset_format(src.url, src.format), tuple(sorted(_storage_options(src).items())))
+    ds = _open_dataset(src.url, _dataset_format(src.url, src.format), _storage_options(src), _stamp(src.url))
     var = asset.variable or key
     if var not in ds.data_vars:
         raise MissingVariableError(f"source {src.name!r}: dataset {src.url!r} has no variable {var!r} (asset "
@@ -262,7 +287,7 @@ def _band_index(da: xr.DataArray, asset: AssetConfig, key: str, href: str) -> in
 
 def _raster_layer(src: SourceConfig, key: str, asset: AssetConfig) -> RasterLayer:
     assert asset.href is not None
-    da = _open_raster(asset.href)
+    da = _open_raster(asset.href, _stamp(asset.href))
     band = _band_index(da, asset, key, asset.href)
     crs = da.rio.crs
     if src.crs:
@@ -322,14 +347,15 @@ def raster_geobox(path: str, *, crs: str | None = None) -> GeoBox:
     if path.rstrip("/").endswith(".zarr") or path.lower().endswith((".nc", ".nc4", ".h5", ".cdf")) or (
         "://" not in path and os.path.isdir(path)
     ):
-        ds = _open_dataset(path, _dataset_format(path, None), ())
+        ds = _open_dataset(path, _dataset_format(path, None), "{}", _stamp(path))
         var = next((v for v in ds.data_vars if len(ds[v].dims) >= 2), None)
         if var is None:
             raise InputError(f"dataset {path!r} has no 2-D variable to take a grid from")
         cfg = SourceConfig(name="grid", collection="grid", kind="dataset", url=path, crs=crs,
                            assets={str(var): AssetConfig(long_name=str(var), dtype=None)})
-        return _dataset_layer(cfg, str(var), cfg.assets[str(var)], None).geobox
-    da = _open_raster(path)
+        gbox = _dataset_layer(cfg, str(var), cfg.assets[str(var)], None).geobox
+        return gbox.flipy() if gbox.affine.e > 0 else gbox  # cubes are north-up (y decreasing)
+    da = _open_raster(path, _stamp(path))
     file_crs = da.rio.crs
     if file_crs is None and crs is None:
         raise InputError(f"raster {path!r} has no CRS; give the grid's `crs:` beside `like:`")
@@ -429,8 +455,10 @@ def _check_classes(values: np.ndarray, asset: AssetConfig, key: str, src: Source
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_layers(src: SourceConfig, keys: tuple[str, ...], when: str | None) -> dict[str, RasterLayer]:
-    """:func:`open_layers`, once per process and source (tiles of a build share the opened files)."""
+def _cached_layers(src: SourceConfig, keys: tuple[str, ...], when: str | None,
+                   stamps: tuple[tuple[int, int, int] | None, ...] = ()) -> dict[str, RasterLayer]:
+    """:func:`open_layers`, once per process, source and file version (tiles of a build share the opened files;
+    ``stamps``, from :func:`_source_stamps`, only key the cache)."""
     return open_layers(src, keys, when=when)
 
 
@@ -442,7 +470,7 @@ def load_raster_observations(src: SourceConfig, gbox: GeoBox, *, assets: Sequenc
     source's ``composite`` rule). Class values missing from a categorical asset's legend are an error.
     """
     keys = list(assets or src.data_assets)
-    layers = _cached_layers(src, tuple(keys), when)
+    layers = _cached_layers(src, tuple(keys), when, _source_stamps(src, keys))
     arrays = read_layers([layers[k] for k in keys], gbox, [src.assets[k].resampling_method for k in keys],
                          threads=threads)
     values: dict[str, np.ndarray] = {}
