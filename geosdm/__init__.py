@@ -16,7 +16,14 @@ from geosdm.errors import GeoSDMError
 if not _os.environ.get("GEOSDM_SERVICE_CHILD"):  # local service children (geosdm.services) need no xarray
     from geosdm import accessor as _accessor  # noqa: F401  (registers the ``.sdm`` xarray accessor)
 
-__all__ = ["GeoSDMError", "__version__"]
+__all__ = ["GeoSDMError", "__version__", "plan"]
 __version__ = "0.1.0"
+
+
+def plan(pipeline, **kwargs):  # type: ignore[no-untyped-def]
+    """Plan a pipeline's tile-based steps without reading data (:func:`geosdm.planning.plan`)."""
+    from geosdm.planning import plan as _plan
+
+    return _plan(pipeline, **kwargs)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -80,6 +80,13 @@ class ReportStep(_Frozen):
     n_maps: int = Field(default=6, ge=0, description="Species probability maps shown (spread over the species).")
 
 
+class PlanHints(_Frozen):
+    """What ``geosdm plan`` cannot read from a pipeline that has not run: species before a model exists."""
+
+    species: int | None = Field(default=None, gt=0)
+    workers: tuple[int, ...] = (1, 16, 64, 256)
+
+
 class PipelineConfig(_Frozen):
     """A pipeline: which steps run and their configuration (unknown keys are rejected)."""
 
@@ -95,6 +102,7 @@ class PipelineConfig(_Frozen):
     explain: ExplainConfig | None = None
     interactions: InteractionsConfig | None = None
     report: ReportStep | None = None
+    plan: PlanHints | None = None  # hints for `geosdm plan`; no step runs from it
 
 
 @dataclass

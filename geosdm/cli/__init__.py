@@ -23,7 +23,7 @@ def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Mo
 
 def _register() -> None:
     """Attach sub-command groups; each module owns one group."""
-    from geosdm.cli import _cube, _demo, _evaluate, _explain, _interactions, _predict, _records, _run, _serve, _train
+    from geosdm.cli import _cube, _demo, _evaluate, _explain, _interactions, _plan, _predict, _records, _run, _serve, _train
 
     app.add_typer(_demo.app, name="demo")
     app.add_typer(_cube.app, name="cube")
@@ -35,6 +35,7 @@ def _register() -> None:
     app.add_typer(_interactions.app, name="interactions")
     app.command("serve")(_serve.serve)
     app.command("run")(_run.run)
+    app.command("plan")(_plan.plan)
 
 
 _register()
