@@ -102,18 +102,37 @@ def _physical(dn: np.ndarray, item: pystac.Item, asset: str) -> np.ndarray:
     scale, offset = asset_scale_offset(item, asset)
     out = dn.astype(np.float32)
     nd = _nodata(item, asset)
-    invalid = ~np.isfinite(out) if nd is None or np.isnan(nd) else (out == nd) | ~np.isfinite(out)
-    out = out * np.float32(scale) + np.float32(offset)
-    out[invalid] = np.nan
+    if np.issubdtype(dn.dtype, np.integer):  # always finite: only the nodata value is invalid
+        invalid = None if nd is None or np.isnan(nd) else dn == nd
+    else:
+        invalid = ~np.isfinite(out) if nd is None or np.isnan(nd) else (out == nd) | ~np.isfinite(out)
+    out *= np.float32(scale)  # in place: the same float32 arithmetic as out * scale + offset, no temporaries
+    out += np.float32(offset)
+    if invalid is not None:
+        np.copyto(out, np.float32(np.nan), where=invalid)
     return out
 
 
-def _load_odc(group: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, threads: int) -> dict[str, np.ndarray]:
+def _driver(source: SourceConfig) -> Any:
+    """odc-stac's reader driver with shared nearest-neighbour warp maps; make one per tile (see _warpmap).
+
+    None (odc-stac's own driver) where this odc-stac/odc-loader lacks the internals the driver builds on.
+    """
+    try:
+        from geosdm.cube._warpmap import shared_warp_driver
+    except ImportError:  # pragma: no cover - another odc-loader layout: the stock reader gives the same arrays
+        return None
+    return shared_warp_driver(odc_stac_config(source))
+
+
+def _load_odc(group: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, threads: int,
+              driver: Any = None) -> dict[str, np.ndarray]:
     import odc.stac
 
     ds = odc.stac.load(
         list(group), bands=keys, geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
         stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
+        driver=driver or _driver(source),
     )
     return {k: ds[k].values[0] for k in keys}
 
@@ -176,7 +195,11 @@ def load_observations(
     DataSourceError
         Every Item failed to read (the messages of the failures are included).
     """
-    loader = _load_odc if backend == "odc" else _load_stackstac
+    if backend == "odc":  # one driver for the tile: every day and band reuses its warp maps
+        driver = _driver(source)
+        loader: Callable[..., dict[str, np.ndarray]] = lambda g, s, k, b, t: _load_odc(g, s, k, b, t, driver)  # noqa: E731
+    else:
+        loader = _load_stackstac
     data_keys = list(assets or source.data_assets)
     mask_key = source.mask.asset if source.mask is not None else None
     keys = data_keys + ([mask_key] if mask_key else [])
@@ -243,8 +266,9 @@ class _BandStacks(Mapping[str, np.ndarray]):
     """
 
     def __init__(self, items: Sequence[pystac.Item], source: SourceConfig, gbox: GeoBox, keys: Sequence[str],
-                 raw: dict[str, np.ndarray], retries: int, threads: int) -> None:
+                 raw: dict[str, np.ndarray], retries: int, threads: int, driver: Any = None) -> None:
         self._items, self._source, self._gbox, self._retries, self._threads = list(items), source, gbox, retries, threads
+        self._driver = driver
         self._keys = {source.band_name(k): k for k in keys}
         self._raw = raw
 
@@ -252,7 +276,7 @@ class _BandStacks(Mapping[str, np.ndarray]):
         key = self._keys[band]
         raw = self._raw.pop(key, None)
         if raw is None:
-            raw = _read_stack(self._items, self._source, [key], self._gbox, self._retries, self._threads)[key]
+            raw = _read_stack(self._items, self._source, [key], self._gbox, self._retries, self._threads, self._driver)[key]
         return _physical(raw, self._items[0], key)
 
     def __iter__(self) -> Iterator[str]:
@@ -263,21 +287,23 @@ class _BandStacks(Mapping[str, np.ndarray]):
 
 
 def _read_stack(items: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, retries: int,
-                threads: int) -> Any:
+                threads: int, driver: Any = None) -> Any:
     """One odc-stac read of ``keys`` for every solar day (same-day Items mosaicked first-valid)."""
     try:
-        return _retry(lambda: _load_all_dates(items, source, keys, gbox, threads), retries=retries,
+        return _retry(lambda: _load_all_dates(items, source, keys, gbox, threads, driver=driver), retries=retries,
                       what=f"{keys} of {len(items)} items")
     except Exception as err:  # noqa: BLE001 - the caller re-reads per day, isolating the failing Items
         raise StackReadError(f"{keys}: {type(err).__name__}: {err}") from err
 
 
-def _load_all_dates(items: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, threads: int) -> Any:
+def _load_all_dates(items: Sequence[pystac.Item], source: SourceConfig, keys: list[str], gbox: GeoBox, threads: int,
+                    *, driver: Any = None) -> Any:
     import odc.stac
 
     return odc.stac.load(
         list(items), bands=keys, geobox=gbox, groupby="solar_day", resampling=resampling_config(source),
         stac_cfg=odc_stac_config(source), chunks=None, pool=threads, fail_on_error=True, progress=None,
+        driver=driver or _driver(source),
     )
 
 
@@ -306,7 +332,8 @@ def load_band_stacks(
     first = data_keys + [mask_key] if mask_key else list(data_keys)
     if nbytes > memory_budget:  # read the mask (or one band) now, the other bands one at a time on access
         first = [mask_key or data_keys[0]]
-    ds = _read_stack(items, source, first, gbox, retries, threads)
+    driver = _driver(source)  # one per tile: the mask and every band share its warp maps
+    ds = _read_stack(items, source, first, gbox, retries, threads, driver)
     raw = {k: ds[k].values for k in first if k != mask_key}
     times = [dt.datetime.fromisoformat(str(np.datetime_as_string(t, unit="s"))).replace(tzinfo=dt.timezone.utc)
              for t in ds.time.values]
@@ -318,4 +345,6 @@ def load_band_stacks(
         if nd is not None and not np.isnan(nd):
             clear &= m != nd
     ids = [[i.id for g in solar_day_groups(items) for i in g]]
-    return Observations(_BandStacks(items, source, gbox, data_keys, raw, retries, threads), clear, times, ids)
+    # every band already read: drop the driver (and its warp maps) before the bands are composited
+    driver = driver if any(k not in raw for k in data_keys) else None
+    return Observations(_BandStacks(items, source, gbox, data_keys, raw, retries, threads, driver), clear, times, ids)

@@ -7,7 +7,6 @@ the working resolution, never on the region's size.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,9 +125,17 @@ def block_nanmean(a: np.ndarray, factor: int) -> np.ndarray:
         return a.astype(np.float32)
     ny, nx = a.shape[-2:]
     blocks = a.reshape(a.shape[:-2] + (ny // factor, factor, nx // factor, factor))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(blocks, axis=(-3, -1)).astype(np.float32)
+    axes = (-3, -1)
+    if not np.issubdtype(blocks.dtype, np.inexact):
+        return np.mean(blocks, axis=axes).astype(np.float32)
+    # np.nanmean's own steps (same sums, same division, so the same floats) without its "Mean of empty slice"
+    # warning, which would need the process-wide warnings filters changed from the tile's band threads
+    missing = np.isnan(blocks)
+    total = np.sum(np.where(missing, blocks.dtype.type(0), blocks), axis=axes)
+    count = np.sum(~missing, axis=axes, dtype=np.intp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(total, count, out=total, casting="unsafe")
+    return total.astype(np.float32)
 
 
 def _first_valid(stack: np.ndarray) -> np.ndarray:
@@ -193,16 +200,18 @@ def process_source(plan: SourcePlan, tile_gbox: GeoBox, *, backend: str, retries
     if plan.temporal and backend == "odc":
         try:  # one read per band for all dates; per-day reads only when radiometry differs or a read fails
             fast = load_band_stacks(items, src, load_box, assets=plan.data_assets, retries=retries, threads=threads)
+            release_freed_memory()  # the read threads' temporaries, before the bands' floats are made
             if fast is not None:
-                return _compute(plan, fast, tile_gbox, work, halo)
+                return _compute(plan, fast, tile_gbox, work, halo, threads)
         except StackReadError as err:
             log.info("source %s: %s; re-reading per day to isolate the failing Items", src.name, err)
     obs = load_observations(items, src, load_box, assets=plan.data_assets, backend=backend, retries=retries, threads=threads)
-    return _compute(plan, obs, tile_gbox, work, halo)
+    return _compute(plan, obs, tile_gbox, work, halo, threads)
 
 
-def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBox, halo: int) -> TileResult:
-    """Mask, composite, aggregate and derive every variable of one source from its observations."""
+def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBox, halo: int, threads: int = 1) -> TileResult:
+    """Mask, composite, aggregate and derive every variable of one source from its observations (``threads``
+    bands at a time)."""
     src = plan.source
     k = plan.factor
     specs = plan_variables(plan)
@@ -210,18 +219,20 @@ def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBo
     if obs.failures:
         info["failures"] = {src.name: [f.__dict__ for f in obs.failures]}
     crop = (slice(halo, halo + work.shape[0]), slice(halo, halo + work.shape[1]))
-    out: dict[str, np.ndarray] = {}
-    medians: dict[str, dict[str, np.ndarray]] = {}
     # the mask is the same for every band: grow the masked areas once per tile, not once per band
     buffered = _buffer_mask(obs.clear, plan.mask_buffer)[:, crop[0], crop[1]] if plan.temporal and obs.clear is not None else None
-    for key in plan.data_assets:
+    temporal_keys = [key for key in plan.data_assets if plan.temporal and not src.assets[key].categorical]
+
+    def one_band(key: str) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
         a = src.assets[key]
         band = src.band_name(key)
         vals = obs.values[band]
+        part: dict[str, np.ndarray] = {}
+        meds: dict[str, dict[str, np.ndarray]] = {}
         if a.categorical:
             fr = _fractions(_first_valid(vals)[crop], sorted(a.classes), k)
             for value, arr in fr.items():
-                out[f"{src.prefix or band}_{value}"] = arr
+                part[f"{src.prefix or band}_{value}"] = arr
         elif plan.temporal:
             comp = src.composite
             clear = buffered if buffered is not None else np.isfinite(vals[:, crop[0], crop[1]])
@@ -229,18 +240,38 @@ def _compute(plan: SourcePlan, obs: Observations, tile_gbox: GeoBox, work: GeoBo
                 vals[:, crop[0], crop[1]], clear, obs.months, plan.periods,
                 statistics=comp.statistics, quantiles=comp.quantiles, min_count=comp.min_count,  # type: ignore[union-attr]
             )
+            del vals
             for (period, stat), arr in stats.items():
                 suffix = "" if stat == "median" else f"_{stat}"
-                out[f"{plan._name(band)}_{period}{suffix}"] = block_nanmean(arr, k)
+                part[f"{plan._name(band)}_{period}{suffix}"] = block_nanmean(arr, k)
                 if stat == "median" and (cn := common_name(band)):
-                    medians.setdefault(period, {})[cn] = out[f"{plan._name(band)}_{period}"]
-            for period, cnt in counts.items():
-                out[f"{src.prefix or src.name}_count_{period}"] = block_nanmean(cnt.astype(np.float32), k)
+                    meds.setdefault(period, {})[cn] = part[f"{plan._name(band)}_{period}"]
+            if key == temporal_keys[-1]:  # the count layer is the last band's (as each band overwrote it)
+                for period, cnt in counts.items():
+                    part[f"{src.prefix or src.name}_count_{period}"] = block_nanmean(cnt.astype(np.float32), k)
         else:
             mosaic = _first_valid(vals)
-            out[plan._name(band)] = block_nanmean(mosaic[crop], k)
+            part[plan._name(band)] = block_nanmean(mosaic[crop], k)
             if "slope" in plan.terrain:
-                out["slope"] = block_nanmean(_slope(mosaic, abs(work.resolution.x))[crop], k)
+                part["slope"] = block_nanmean(_slope(mosaic, abs(work.resolution.x))[crop], k)
+        return part, meds
+
+    keys = list(plan.data_assets)
+    if threads > 1 and len(keys) > 1:
+        # numpy releases the GIL on whole-layer operations: bands in parallel use every core of the tile's
+        # worker (each band's floats exist only while it is composited, so memory grows by `threads` bands)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(keys)), thread_name_prefix="geosdm-band") as pool:
+            results = list(pool.map(one_band, keys))
+    else:
+        results = [one_band(key) for key in keys]
+    out: dict[str, np.ndarray] = {}
+    medians: dict[str, dict[str, np.ndarray]] = {}
+    for part, meds in results:  # in band order, as before
+        out.update(part)
+        for period, bands in meds.items():
+            medians.setdefault(period, {}).update(bands)
     for period, bands in medians.items():
         for index in plan.indices:
             out[f"{src.prefix or src.name}_{index}_{period}"] = compute_index(index, bands)
@@ -263,8 +294,33 @@ def process_tile(plans: list[SourcePlan], tile_gbox: GeoBox, *, backend: str = "
             data[name] = (("y", "x"), arr)
         for key, val in res.info.items():
             info.setdefault(key, {}).update(val)
+        del res
+        release_freed_memory()
     coords = {k: v.values for k, v in grid_coords(tile_gbox).items() if k in ("y", "x")}
     return xr.Dataset(data, coords=coords), info
+
+
+def release_freed_memory() -> None:
+    """Hand memory the tile has freed back to the OS (glibc ``malloc_trim``; nothing elsewhere).
+
+    The tile's read threads and band threads allocate in their own malloc arenas, and glibc keeps the freed
+    arrays there (its mmap threshold rises after the first large free), where the next phase's threads cannot
+    reuse them: without a trim, RSS crept up from tile to tile although every tile needs the same memory
+    (Dask's workers trim for the same reason). Called between a tile's reads and its compositing, and after it.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def check_indices(plan: SourcePlan) -> None:

@@ -6,7 +6,6 @@ observations in a period are NaN and their count is reported, never filled.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -30,34 +29,85 @@ def sorted_quantile(sorted_values: np.ndarray, n_valid: np.ndarray, q: float) ->
     return np.where(n_valid > 0, out, np.nan).astype(np.float32)
 
 
-#: up to this many observations per period, sort with a min/max network instead of ``np.sort``
+#: up to this many observations per period, sort with a min/max network instead of ``np.sort`` (``np.sort``
+#: along the strided time axis is slow for the 3 to 6 dates of a season; the network gives the same order)
 _NETWORK_MAX = 6
-
-
-def _sort_nan_last(values: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """``values`` (time, y, x) sorted along time with NaN last; ``count``: finite values per pixel.
-
-    ``np.sort`` along the strided first axis is slow for a handful of dates (a season of one year has about 3
-    to 6); an odd-even transposition network of element-wise min/max over whole (y, x) layers gives the same
-    result several times faster (NaN is treated as +inf while sorting, then restored from ``count``).
-    """
-    n = values.shape[0]
-    if n < 2 or n > _NETWORK_MAX:
-        return np.sort(values, axis=0)
-    s = np.where(np.isnan(values), np.float32(np.inf), values).astype(values.dtype, copy=False)
-    for r in range(n):
-        for i in range(r % 2, n - 1, 2):
-            lo = np.minimum(s[i], s[i + 1])
-            np.maximum(s[i], s[i + 1], out=s[i + 1])
-            s[i] = lo
-    for k in range(n):
-        np.copyto(s[k], np.nan, where=count <= k)
-    return s
 
 
 def period_index(months: np.ndarray, periods: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
     """Boolean selector over the time axis for each period label (months are 1..12)."""
     return {label: np.isin(months, list(ms)) for label, ms in periods.items()}
+
+
+def _sorted_layers(values: np.ndarray, ok: np.ndarray) -> list[np.ndarray]:
+    """The clear values of a few dates sorted per pixel, as a list of (y, x) float32 layers, +inf last.
+
+    An odd-even transposition network of element-wise min/max over whole layers (swapping layer references,
+    not copying them); not-clear pixels enter as +inf so they sort after every clear value.
+    """
+    inf = np.float32(np.inf)
+    s = [np.where(ok[i], values[i], inf).astype(np.float32, copy=False) for i in range(values.shape[0])]
+    n = len(s)
+    for r in range(n):
+        for i in range(r % 2, n - 1, 2):
+            lo = np.minimum(s[i], s[i + 1])
+            np.maximum(s[i], s[i + 1], out=s[i + 1])
+            s[i] = lo
+    return s
+
+
+def _layers_quantile(layers: list[np.ndarray], count: np.ndarray, q: float) -> np.ndarray:
+    """:func:`sorted_quantile` of values sorted by :func:`_sorted_layers`, picking the two order statistics
+    per number of clear values (same arithmetic, so the same float32 result; NaN where the count is 0)."""
+    out = np.full(count.shape, np.nan, np.float32)
+    for k in range(1, len(layers) + 1):
+        where = count == k
+        if not where.any():
+            continue
+        pos = q * (k - 1)
+        lo, hi = int(np.floor(pos)), int(np.ceil(pos))
+        frac = np.float32(pos - lo)
+        if lo == hi:
+            np.copyto(out, layers[lo], where=where)
+        else:
+            a, b = layers[lo], layers[hi]
+            with np.errstate(invalid="ignore"):  # inf - inf where fewer values: not selected
+                np.copyto(out, a + (b - a) * frac, where=where)
+    return out
+
+
+def _nanmean0(a: np.ndarray) -> np.ndarray:
+    """``np.nanmean(a, axis=0)`` (its steps: same sums and division) without the "Mean of empty slice" warning."""
+    missing = np.isnan(a)
+    total = np.sum(np.where(missing, a.dtype.type(0), a), axis=0)
+    count = np.sum(~missing, axis=0, dtype=np.intp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(total, count, out=total, casting="unsafe")
+    return total
+
+
+def _nanstd0(a: np.ndarray) -> np.ndarray:
+    """``np.nanstd(a, axis=0)`` (ddof 0; numpy's steps) without the "Degrees of freedom" warning."""
+    missing = np.isnan(a)
+    dev = np.where(missing, a.dtype.type(0), a)
+    count = np.sum(~missing, axis=0, dtype=np.intp, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.sum(dev, axis=0, keepdims=True)
+        np.divide(mean, count, out=mean, casting="unsafe")
+        np.subtract(dev, mean, out=dev, casting="unsafe")
+        np.copyto(dev, 0, where=missing)
+        np.multiply(dev, dev, out=dev)
+        var = np.sum(dev, axis=0)
+        np.divide(var, count[0], out=var, casting="unsafe")
+    var[count[0] <= 0] = np.nan
+    return np.sqrt(var, out=var)
+
+
+def _only(out: np.ndarray, enough: np.ndarray) -> np.ndarray:
+    """``out`` (a fresh array) as float32, NaN where there are too few observations."""
+    out = out.astype(np.float32, copy=False)
+    np.copyto(out, np.float32(np.nan), where=~enough)
+    return out
 
 
 def composite_periods(
@@ -87,35 +137,59 @@ def composite_periods(
     -------
     ``{(period, stat_label): (y, x) float32}`` and ``{period: (y, x) int16 valid count}``.
     """
-    masked = np.where(clear & np.isfinite(values), values, np.nan).astype(np.float32, copy=False)
+    ok = clear & np.isfinite(values)
     stats: dict[tuple[str, str], np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
     shape = values.shape[1:]
     for label, sel in period_index(months, periods).items():
-        sub = masked[sel]
-        count = np.isfinite(sub).sum(axis=0).astype(np.int16) if sub.shape[0] else np.zeros(shape, np.int16)
+        n = int(sel.sum())
+        every = n == len(sel)  # the whole series (one season's build): no copy
+        sub_ok = ok if every else ok[sel]
+        count = sub_ok.sum(axis=0, dtype=np.int16) if n else np.zeros(shape, np.int16)
         counts[label] = count
         enough = count >= min_count
-        ordered = _sort_nan_last(sub, count) if sub.shape[0] else sub  # NaN sorts last
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices are expected (reported gaps)
-            for stat in statistics:
-                if sub.shape[0] == 0:
-                    out = np.full(shape, np.nan, np.float32)
-                elif stat == "median":
-                    out = sorted_quantile(ordered, count, 0.5)
-                elif stat == "mean":
-                    out = np.nanmean(sub, axis=0)
-                elif stat == "min":
-                    out = np.nanmin(sub, axis=0)
-                elif stat == "max":
-                    out = np.nanmax(sub, axis=0)
-                elif stat == "std":
-                    out = np.nanstd(sub, axis=0)
-                else:
-                    raise ValueError(f"unknown statistic {stat!r}")
-                stats[(label, stat)] = np.where(enough, out, np.nan).astype(np.float32)
-            for q in quantiles:
-                out = sorted_quantile(ordered, count, q) if sub.shape[0] else np.full(shape, np.nan, np.float32)
-                stats[(label, f"q{round(q * 100):02d}")] = np.where(enough, out, np.nan).astype(np.float32)
+        sub_values = values if every else values[sel]
+        masked: np.ndarray | None = None
+        layers: list[np.ndarray] | None = None
+        ordered: np.ndarray | None = None
+
+        def _masked() -> np.ndarray:
+            nonlocal masked
+            if masked is None:
+                masked = np.where(sub_ok, sub_values, np.nan).astype(np.float32, copy=False)
+            return masked
+
+        def _quantile(q: float) -> np.ndarray:
+            # a few dates (a season): sorting network over layers; more: np.sort with NaN last
+            nonlocal layers, ordered
+            if n == 0:
+                return np.full(shape, np.nan, np.float32)
+            if n <= _NETWORK_MAX:
+                if layers is None:
+                    layers = _sorted_layers(sub_values, sub_ok)
+                return _layers_quantile(layers, count, q)
+            if ordered is None:
+                ordered = np.sort(_masked(), axis=0)
+            return sorted_quantile(ordered, count, q)
+
+        # all-NaN pixels are expected (reported gaps): the statistics below are numpy's nan-functions without
+        # their warnings, so no process-wide warnings filter is needed (tiles composite bands in threads)
+        for stat in statistics:
+            if n == 0:
+                out = np.full(shape, np.nan, np.float32)
+            elif stat == "median":
+                out = _quantile(0.5)
+            elif stat == "mean":
+                out = _nanmean0(_masked())
+            elif stat == "min":
+                out = np.fmin.reduce(_masked(), axis=0)  # = np.nanmin
+            elif stat == "max":
+                out = np.fmax.reduce(_masked(), axis=0)  # = np.nanmax
+            elif stat == "std":
+                out = _nanstd0(_masked())
+            else:
+                raise ValueError(f"unknown statistic {stat!r}")
+            stats[(label, stat)] = _only(out, enough)
+        for q in quantiles:
+            stats[(label, f"q{round(q * 100):02d}")] = _only(_quantile(q), enough)
     return stats, counts
