@@ -18,6 +18,9 @@ M = TypeVar("M", bound=BaseModel)
 def model_from_yaml(cls: type[M], path: str | PathLike[str], *, section: str | None, what: str) -> M:
     """``cls`` validated from ``path``: its ``section`` when present (a pipeline file), else the whole file.
 
+    ``${VAR}`` / ``${VAR:-default}`` placeholders are substituted from the environment first, as for pipelines
+    (so ``geosdm cube build pipelines/nsw.yaml`` reads the same paths as ``geosdm run nsw``).
+
     Raises
     ------
     InputError
@@ -28,7 +31,9 @@ def model_from_yaml(cls: type[M], path: str | PathLike[str], *, section: str | N
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} configuration {str(p)!r} does not exist")
-    raw = yaml.safe_load(p.read_text()) or {}
+    from geosdm.sources import substitute_env
+
+    raw = substitute_env(yaml.safe_load(p.read_text()) or {}, origin=str(p))
     if section and section in raw:
         raw = raw[section]
     try:

@@ -141,7 +141,8 @@ def _check_overlap(plan: SourcePlan, gbox: Any) -> None:
 
 def _run_tile(tile: Tile, plans: list[SourcePlan], store: CubeStore, backend: str, retries: int, threads: int) -> dict[str, Any]:
     ds, info = process_tile(plans, tile.geobox, backend=backend, retries=retries, threads=threads)
-    store.write_tile(tile.index, tile.slices, ds, info)
+    # float32 with NaN fill, stored as computed: straight zarr region writes, no xarray store per tile
+    store.write_arrays(tile.index, tile.slices, {name: var.values for name, var in ds.data_vars.items()}, info)
     return info
 
 
