@@ -21,9 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from geosdm.cube.config import CubeConfig
 from geosdm.models.config import TrainConfig
 from geosdm.evaluate.run import EvaluateConfig
+from geosdm.evaluate.sites import MapEvaluateConfig
 from geosdm.explain.run import ExplainConfig
 from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
+from geosdm.records.inputs import RecordsInput
 from geosdm.errors import InputError
 from geosdm.sources import substitute_env
 
@@ -31,8 +33,8 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records", "train", "evaluate", "predict", "explain", "interactions",
-         "report")
+STEPS = ("demo", "serve", "search", "cube", "records", "train", "evaluate", "predict", "evaluate_map", "explain",
+         "interactions", "report")
 
 
 class _Frozen(BaseModel):
@@ -59,13 +61,18 @@ class SearchStep(_Frozen):
 
 
 class RecordsStep(_Frozen):
-    """Species records -> validated training table with background points, covariates and spatial folds."""
+    """Species records -> validated training table with background points, covariates and spatial folds.
 
-    inputs: tuple[str, ...]
+    ``inputs``: record files, as paths or mappings with reading options (:class:`geosdm.records.RecordsInput`).
+    ``background: given`` uses the inputs' own background rows (read with ``kind: background``) instead of
+    drawing ``n_background`` points.
+    """
+
+    inputs: tuple[str | RecordsInput, ...]
     output: str
     cube: str | None = None  # default: the cube step's output
     n_background: int = Field(default=10_000, ge=0)
-    background: Literal["uniform", "target_group", "bias"] = "uniform"
+    background: Literal["uniform", "target_group", "bias", "given"] = "uniform"
     n_folds: int = Field(default=5, ge=2)
     block_size: float = Field(default=5_000.0, gt=0)
     buffer: float = Field(default=0.0, ge=0)
@@ -99,6 +106,7 @@ class PipelineConfig(_Frozen):
     train: TrainConfig | None = None
     evaluate: EvaluateConfig | None = None
     predict: PredictConfig | None = None
+    evaluate_map: MapEvaluateConfig | None = None
     explain: ExplainConfig | None = None
     interactions: InteractionsConfig | None = None
     report: ReportStep | None = None
@@ -185,6 +193,8 @@ def run_pipeline(
                 evaluated = result.outputs.get("evaluate")  # predict with the calibrated model when there is one
                 model = getattr(evaluated, "model", None) or result.outputs.get("train")
                 result.outputs["predict"] = _run_predict(config.predict, model, emit, progress, client)  # type: ignore[arg-type]
+            elif step == "evaluate_map":
+                result.outputs["evaluate_map"] = _run_evaluate_map(config.evaluate_map, emit)  # type: ignore[arg-type]
             elif step == "explain":
                 result.outputs["explain"] = _run_explain(config.explain, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
             elif step == "interactions":
@@ -258,16 +268,17 @@ def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client
 def _run_records(config: PipelineConfig, emit: Event) -> Any:
     import pandas as pd
 
-    from geosdm.records import read_records, training_table, write_records
+    from geosdm.records import read_input, training_table, write_records
 
     step = config.records
     assert step is not None
     cube = step.cube or (config.cube.output.path if config.cube else None)
     if cube is None:
         raise InputError("the records step needs `cube:` (a cube path) or a cube step")
-    frames = [read_records(p) for p in step.inputs]
+    frames = [read_input(p) for p in step.inputs]
     for p, f in zip(step.inputs, frames):
-        emit("records", f"read {len(f)} records from {p} ({f['kind'].value_counts().to_dict()})", {})
+        kinds = {str(k): int(v) for k, v in f["kind"].value_counts().items() if v}
+        emit("records", f"read {len(f)} records from {p if isinstance(p, str) else p.path} ({kinds})", {})
     tt = training_table(
         pd.concat(frames, ignore_index=True), cube, n_background=step.n_background, background=step.background,
         n_folds=step.n_folds, block_size=step.block_size, buffer=step.buffer, seed=step.seed,
@@ -314,6 +325,16 @@ def _run_evaluate(cfg: EvaluateConfig, model: Any, emit: Event) -> Any:
     report = run_evaluation(cfg, model=model)
     for line in report.lines():
         emit("evaluate", line, {"report": report})
+    return report
+
+
+def _run_evaluate_map(cfg: MapEvaluateConfig, emit: Event) -> Any:
+    from geosdm.evaluate.sites import run_map_evaluation
+
+    emit("evaluate_map", f"the map {cfg.predictions} at the survey sites -> {cfg.output}", {})
+    report = run_map_evaluation(cfg)
+    for line in report.lines():
+        emit("evaluate_map", line, {"report": report})
     return report
 
 
@@ -394,10 +415,10 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
                 "Pest regulation potential", text="Probability that at least one natural enemy of the pest is "
                                                   "present, under the co-occurrence model fitted on the surveys.",
                 figures=layer_maps(reg, pick), captions=pick))
-    for name in ("evaluate", "explain", "interactions"):
+    for name in ("evaluate", "evaluate_map", "explain", "interactions"):
         cfg = getattr(config, name, None)
         if cfg is not None and getattr(cfg, "output", None):
-            sections += _step_sections(name.capitalize(), Path(cfg.output))
+            sections += _step_sections(name.replace("_", " ").capitalize(), Path(cfg.output))
     path = write_report(step.output, step.title, sections, subtitle=f"pipeline {config.name!r}")
     emit("report", f"report {path} ({len(sections)} sections)", {"path": str(path)})
     return path

@@ -7,6 +7,7 @@ Typical use::
     species_metrics(Y, P, folds=sites["fold"])                 # per species, macro, micro, per fold
     run_evaluation(EvaluateConfig(model="model/", table="training.parquet", output="evaluation/",
                                   calibrated_model="model-calibrated/"))
+    evaluate_map_at_sites("predictions/probability.zarr", survey_records)  # the written map at survey sites
 
 Calibration itself (fitting and applying calibrators) lives in :mod:`geosdm.models.calibration`; uncertainty
 layers in :mod:`geosdm.predict.uncertainty`. Importing this package imports neither torch nor matplotlib.
@@ -37,6 +38,7 @@ from geosdm.evaluate.reliability import (
     reliability_sums,
 )
 from geosdm.evaluate.run import EvaluateConfig, EvaluationReport, run_evaluation
+from geosdm.evaluate.sites import MapEvaluateConfig, MapSiteEvaluation, evaluate_map_at_sites, run_map_evaluation
 from geosdm.evaluate.survey import SurveyEvaluation, cross_calibrated, evaluate_held_out
 from geosdm.evaluate.tables import METRICS, boyce_table, species_metrics, summary, top_k_table
 from geosdm.evaluate.truth import TruthEvaluation, compare_with_truth
@@ -45,6 +47,8 @@ __all__ = [
     "METRICS",
     "EvaluateConfig",
     "EvaluationReport",
+    "MapEvaluateConfig",
+    "MapSiteEvaluation",
     "SurveyEvaluation",
     "Threshold",
     "TruthEvaluation",
@@ -59,6 +63,7 @@ __all__ = [
     "ece_from_sums",
     "evaluate_held_out",
     "expected_calibration_error",
+    "evaluate_map_at_sites",
     "f1_top_k",
     "log_loss",
     "metric_table_figure",
@@ -68,6 +73,7 @@ __all__ = [
     "reliability_sums",
     "roc_auc",
     "run_evaluation",
+    "run_map_evaluation",
     "save_figures",
     "species_metric_plot",
     "species_metrics",

@@ -28,6 +28,7 @@ from geosdm.records.collinearity import (
 from geosdm.records.cv import BufferedLeaveOneOut, EnvironmentalKFold, SpatialBlockKFold, add_folds
 from geosdm.records.extract import extract_at, extract_bias, extract_covariates
 from geosdm.records.gridding import aggregate_to_cells, assign_cells, rasterize_counts, to_crs
+from geosdm.records.inputs import RecordsInput, melt_species, read_input, read_inputs
 from geosdm.records.patches import extract_patches, open_patches
 from geosdm.records.readers import (
     read_gbif,
@@ -46,6 +47,7 @@ __all__ = [
     "BufferedLeaveOneOut",
     "CovariateSelection",
     "EnvironmentalKFold",
+    "RecordsInput",
     "SpatialBlockKFold",
     "TrainingTable",
     "ValidationReport",
@@ -62,9 +64,12 @@ __all__ = [
     "extract_bias",
     "extract_covariates",
     "extract_patches",
+    "melt_species",
     "open_patches",
     "rasterize_counts",
     "read_gbif",
+    "read_input",
+    "read_inputs",
     "read_records",
     "training_table",
     "read_records_csv",

@@ -112,6 +112,7 @@ def records_from_frame(
     kind
         Observation kind for every row when the table has no ``kind`` column. Without either, rows are
         presence-only when there is no value column, and an error otherwise (the kind would be a guess).
+        ``"background"`` rows carry no species (a species column is cleared).
     dataset
         Data-set name for rows without one (default: ``source``).
     rename
@@ -162,6 +163,8 @@ def records_from_frame(
             raise InputError(f"{source}: has a 'kind' column and kind={kind!r} was also given; drop one of them")
     elif kind is not None:
         out["kind"] = kind
+        if kind == "background" and "species" in out.columns:
+            out["species"] = pd.NA  # background points belong to no species (e.g. NCEAS 'pseudo1')
     elif "value" not in out.columns:
         out["kind"] = "presence_only"
     else:

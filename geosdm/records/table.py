@@ -7,13 +7,16 @@ records schema columns, one column per covariate, and a ``fold`` column for spat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from os import PathLike
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geosdm.records._cube import cube_source
+from geosdm.errors import InputError
+from geosdm.records._cube import CubeSource, cube_source
 from geosdm.records.background import sample_background, valid_mask
 from geosdm.records.cv import SpatialBlockKFold, add_folds
 from geosdm.records.extract import extract_covariates
@@ -30,7 +33,8 @@ class TrainingTable:
     report: ValidationReport
     covariates: list[str]
     n_no_covariates: int = 0  # valid records dropped because a covariate is NaN at their cell
-    excluded: dict[str, float] = field(default_factory=dict)  # covariate -> fraction of grid missing
+    excluded: dict[str, float] = field(default_factory=dict)  # covariate -> fraction of the footprint missing
+    n_background_no_covariates: int = 0  # given background points dropped for the same reason
 
     def summary(self) -> dict[str, Any]:
         kinds = self.table["kind"].value_counts().to_dict()
@@ -38,7 +42,26 @@ class TrainingTable:
                 "species": int(self.table.loc[self.table.kind != "background", "species"].nunique()),
                 "covariates": len(self.covariates), "excluded_covariates": self.excluded,
                 "dropped": {**{k: int(v) for k, v in self.report.dropped.items() if v},
-                            **({"no valid covariates": self.n_no_covariates} if self.n_no_covariates else {})}}
+                            **({"no valid covariates": self.n_no_covariates} if self.n_no_covariates else {}),
+                **({"background without valid covariates": self.n_background_no_covariates}
+                   if self.n_background_no_covariates else {})}}
+
+
+def _missing_fractions(src: CubeSource) -> dict[str, float]:
+    """Per covariate, the share of the footprint (cells where any covariate is valid) where it is missing."""
+    row_edges, col_edges = src.blocks[src.variables[0]]
+    windows = [(r0, r1, c0, c1) for r0, r1 in pairwise(row_edges) for c0, c1 in pairwise(col_edges)]
+
+    def count(w: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
+        rows, cols = slice(w[0], w[1]), slice(w[2], w[3])
+        gaps = np.stack([~np.isfinite(src.read(v, rows, cols)) for v in src.variables])
+        footprint = ~gaps.all(axis=0)
+        return int(footprint.sum()), (gaps & footprint).sum(axis=(1, 2))
+
+    counts = src.map_threads(count, windows)
+    total = max(sum(n for n, _ in counts), 1)
+    gaps = np.sum([g for _, g in counts], axis=0)
+    return {v: float(g) / total for v, g in zip(src.variables, gaps, strict=True)}
 
 
 def training_table(
@@ -46,7 +69,7 @@ def training_table(
     cube: xr.Dataset | str | PathLike[str],
     *,
     n_background: int = 10_000,
-    background: Literal["uniform", "target_group", "bias"] = "uniform",
+    background: Literal["uniform", "target_group", "bias", "given"] = "uniform",
     bias: Any | None = None,
     n_folds: int = 5,
     block_size: float = 5_000.0,
@@ -58,9 +81,12 @@ def training_table(
     """Validate ``records`` on the cube's grid, add seeded background points, extract covariates, add folds.
 
     Rows outside the grid or on cells without valid covariates are dropped and counted in the report, never
-    silently. Background points are drawn over cells where every covariate is valid. Covariates missing on
-    more than ``max_missing`` of the grid (e.g. a winter composite with cloud gaps) are left out and listed in
-    ``excluded`` rather than costing most of the records.
+    silently. Background points are drawn over cells where every covariate is valid (``background="given"``:
+    none are drawn; the records' own ``kind="background"`` rows are the background, e.g. a benchmark's published
+    points, and ``n_background`` is unused). Covariates missing on more than ``max_missing`` of the data's
+    footprint (the cells where any covariate is valid, so nodata beyond a coast or a study area does not count;
+    e.g. a winter composite with cloud gaps) are left out and listed in ``excluded`` rather than costing most
+    of the records.
 
     Example
     -------
@@ -69,17 +95,24 @@ def training_table(
     """
     src = cube_source(cube, variables=variables)
     gbox = src.geobox
-    missing = {v: float(src.ds[v].isnull().mean().compute()) for v in src.variables}
+    missing = _missing_fractions(src)
     excluded = {v: round(f, 4) for v, f in missing.items() if f > max_missing}
     names = sorted(v for v in src.variables if v not in excluded)  # stable column order
     kept, report = validate_records(records, geobox=gbox)
-    mask = valid_mask(cube, variables=names)
-    bg = sample_background(gbox, n_background, method=background, mask=mask, records=kept, bias=bias, seed=seed)
-    both = pd.concat([kept, bg], ignore_index=True)
+    if background == "given":
+        if not (kept["kind"] == "background").any():
+            raise InputError("background='given' needs background rows among the records (an input read with "
+                             "kind: background); none are left after validation")
+        both = kept.reset_index(drop=True)
+    else:
+        mask = valid_mask(cube, variables=names)
+        bg = sample_background(gbox, n_background, method=background, mask=mask, records=kept, bias=bias, seed=seed)
+        both = pd.concat([kept, bg], ignore_index=True)
     table = extract_covariates(cube, both, variables=names)
     finite = table[names].notna().all(axis=1)
-    n_bad = int((~finite & (table["kind"] != "background")).sum())
+    is_bg = table["kind"] == "background"
+    n_bad, n_bg_bad = int((~finite & ~is_bg).sum()), int((~finite & is_bg).sum())
     table = table[finite].reset_index(drop=True)
     cv = SpatialBlockKFold(n_folds, block_size=block_size, buffer=buffer, geobox=gbox, seed=seed)
     table = add_folds(table, cv)
-    return TrainingTable(table, report, names, n_bad, excluded)
+    return TrainingTable(table, report, names, n_bad, excluded, n_bg_bad)
