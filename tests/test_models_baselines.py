@@ -52,12 +52,31 @@ def test_maxent_reports_liblinear_fallback_and_small_samples(po: pd.DataFrame) -
     two = po[(po["species"] != "sp_c") | (po.index.isin(po.index[po["species"] == "sp_c"][:2]))]
     model = MaxEntBaseline(covariates=["temp", "rain"]).fit(two)
     assert model.backend_ == elapid_backend()
+    assert set(model.solvers_) == set(model.species_)
     notes = " ".join(model.notes_)
     if elapid_backend() == "liblinear":
-        assert "liblinear" in notes
-    assert "sp_c: 2 presence(s), too few for elapid's internal 3-fold CV" in notes
-    assert "linear features only" in notes
+        assert "liblinear" in notes and set(model.solvers_.values()) == {"liblinear"}
+    else:
+        assert "sp_c: 2 presence(s), too few for elapid's internal 3-fold CV" in notes
+        assert "glmnet path without CV, keeping its last lambda" in notes and "liblinear" not in notes
+        assert model.solvers_ == {"sp_a": "glmnet path, CV lambda", "sp_b": "glmnet path, CV lambda",
+                                  "sp_c": "glmnet path, last lambda"}
     assert np.isfinite(model.predict(two)["sp_c"]).all()
+
+
+def test_maxent_fits_the_glmnet_regularisation_path(po: pd.DataFrame) -> None:
+    """With python-glmnet (pinned in the baselines set) every species is a glmnet lasso path, never liblinear."""
+    pytest.importorskip("glmnet")
+    from glmnet.logistic import LogitNet
+
+    model = MaxEntBaseline(covariates=["temp", "rain", "soil"], seed=0).fit(po)
+    assert model.backend_ == "glmnet" and model.notes_ == []
+    for name, fitted in model.models_.items():
+        assert fitted.use_sklearn is False, name
+        assert isinstance(fitted.estimator, LogitNet), name  # not sklearn's LogisticRegression(liblinear)
+        assert len(fitted.lambdas_) == fitted.n_lambdas == 100 and fitted.regularization_ is not None, name
+        assert fitted.estimator.coef_path_.shape[-1] == 100, name  # the whole path was fitted
+        assert model.solvers_[name] == "glmnet path, CV lambda", name
 
 
 def test_baselines_need_presences_and_background(po: pd.DataFrame) -> None:

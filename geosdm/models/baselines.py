@@ -4,10 +4,12 @@ They share ``MultiSpeciesSDM``'s table interface (``fit(records_table)``, ``pred
 benchmarks evaluate every model the same way. Scores are only rankable within a species.
 
 * :class:`MaxEntBaseline` — elapid's ``MaxentModel`` (defaults: linear + hinge + product features, beta
-  multiplier 1.5, background weight 100). Without ``python-glmnet`` elapid silently falls back to
-  scikit-learn liblinear with one regularisation strength; the fallback is recorded in ``notes_``. A species
-  with fewer than 3 presences (too few for elapid's internal 3-fold CV, like NCEAS ``nsw30`` with 2 records)
-  or whose fit fails is fitted with linear features only, and that fallback is recorded in ``notes_`` too.
+  multiplier 1.5, presence:background weight 100). With ``python-glmnet`` elapid fits Maxent's lasso
+  regularisation path (100 lambdas, per-feature penalties from the beta multiplier) and keeps the lambda with
+  the best internal 3-fold CV AUC. A species with fewer than 3 presences (too few for that CV, like NCEAS
+  ``nsw30`` with 2 records), or whose CV fit fails, is fitted on the same path without CV, keeping its last
+  lambda (maxnet's rule). Without ``python-glmnet`` elapid silently falls back to scikit-learn liblinear with
+  one regularisation strength. ``solvers_`` records how each species was fitted and ``notes_`` every fallback.
 * :class:`LogisticQuadraticBaseline` — logistic regression on standardised covariates and their squares
   (one-hot categories), presences vs background with balanced class weights.
 * :class:`GradientBoostingBaseline` — scikit-learn histogram gradient boosting with native categorical
@@ -16,6 +18,7 @@ benchmarks evaluate every model the same way. Scores are only rankable within a 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -124,8 +127,24 @@ def _len(a: Any) -> int:
     return len(a)
 
 
+@functools.cache
+def _maxent_without_cv() -> type:
+    """elapid ``MaxentModel`` whose glmnet fit skips LogitNet's internal CV (for ``use_lambdas="last"``)."""
+    import elapid
+    from glmnet.logistic import LogitNet
+
+    class MaxentWithoutCV(elapid.MaxentModel):  # type: ignore[misc]
+        def initialize_glmnet_model(self, lambdas: np.ndarray, alpha: float = 1, standardize: bool = False,
+                                    fit_intercept: bool = True) -> None:
+            self.estimator = LogitNet(alpha=alpha, lambda_path=lambdas, standardize=standardize,
+                                      fit_intercept=fit_intercept, n_splits=0, n_jobs=self.n_cpus,
+                                      tol=self.convergence_tolerance, random_state=self.random_state)
+
+    return MaxentWithoutCV
+
+
 class MaxEntBaseline(_PerSpecies):
-    """elapid MaxEnt per species (see the module docstring for the liblinear and small-sample fallbacks).
+    """elapid MaxEnt per species (see the module docstring for the solver and the small-sample fallbacks).
 
     Parameters
     ----------
@@ -137,6 +156,13 @@ class MaxEntBaseline(_PerSpecies):
         BLAS/OpenMP threads while fitting (None: leave as is).
     seed
         ``random_state`` of elapid.
+
+    Attributes
+    ----------
+    solvers_
+        Per species: ``"glmnet path, CV lambda"`` (elapid's default), ``"glmnet path, last lambda"`` (fewer than
+        3 presences or a failed CV fit), ``"liblinear"`` (no python-glmnet) or ``"liblinear, linear features"``
+        (every other fit failed).
 
     Example
     -------
@@ -153,6 +179,7 @@ class MaxEntBaseline(_PerSpecies):
         self.categorical_ = [i for i, c in enumerate(frame.columns) if is_categorical(frame[c])]
         backend = elapid_backend()
         self.backend_ = backend
+        self.solvers_: dict[str, str] = {}
         if backend == "liblinear":
             self.notes_.append(
                 "elapid without python-glmnet: fitted with scikit-learn liblinear and a single regularisation "
@@ -166,30 +193,52 @@ class MaxEntBaseline(_PerSpecies):
                 out[c] = out[c].cat.codes.astype("float64")
         return out.astype("float64")
 
-    def _model(self, feature_types: Sequence[str]) -> Any:
+    def _model(self, feature_types: Sequence[str], *, cv: bool = True) -> Any:
         import elapid
 
-        return elapid.MaxentModel(feature_types=list(feature_types), beta_multiplier=self.beta_multiplier,
-                                  class_weights=self.class_weights, random_state=self.seed, n_cpus=1, transform="cloglog")
+        cls = elapid.MaxentModel if cv else _maxent_without_cv()
+        return cls(feature_types=list(feature_types), beta_multiplier=self.beta_multiplier,
+                   class_weights=self.class_weights, random_state=self.seed, n_cpus=1, transform="cloglog",
+                   use_lambdas="best" if cv else "last")
 
     def _fit_one(self, name: str, X: pd.DataFrame, y: np.ndarray) -> Any:
-        cat = self.categorical_ or None
         n_pres = int(y.sum())
+        glmnet = self.backend_ == "glmnet"
+        if n_pres >= 3 or not glmnet:
+            try:
+                model = self._try_fit(X, y, self.feature_types, cv=True)
+                self.solvers_[name] = "glmnet path, CV lambda" if glmnet else "liblinear"
+                return model
+            except Exception as err:  # elapid/glmnet raise several types on tiny samples
+                note = f"{name}: elapid MaxEnt failed ({type(err).__name__}: {err})"
+        else:
+            note = f"{name}: {n_pres} presence(s), too few for elapid's internal 3-fold CV"
+        if glmnet:
+            try:
+                model = self._try_fit(X, y, self.feature_types, cv=False)
+                self._note(note + "; fitted on the glmnet path without CV, keeping its last lambda (maxnet's rule)")
+                self.solvers_[name] = "glmnet path, last lambda"
+                return model
+            except Exception as err:
+                self._note(note)
+                note = f"{name}: glmnet path without CV failed ({type(err).__name__}: {err})"
+        self._note(note + "; fitted with linear features only (liblinear, no internal CV) instead")
+        model = self._try_fit(X, y, ["linear"], cv=True, sklearn=True)
+        self.solvers_[name] = "liblinear, linear features"
+        return model
+
+    def _try_fit(self, X: pd.DataFrame, y: np.ndarray, feature_types: Sequence[str], *, cv: bool,
+                 sklearn: bool = False) -> Any:
+        model = self._model(feature_types, cv=cv)
+        if sklearn:
+            model.use_sklearn = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if n_pres >= 3:
-                try:
-                    return self._model(self.feature_types).fit(X, y, categorical=cat)
-                except Exception as err:  # elapid/glmnet raise several types on tiny samples
-                    note = f"{name}: elapid MaxEnt failed ({type(err).__name__}: {err})"
-            else:
-                note = f"{name}: {n_pres} presence(s), too few for elapid's internal 3-fold CV"
-            note += "; fitted with linear features only (liblinear, no internal CV) instead"
-            self.notes_.append(note)
-            log.warning(note)
-            model = self._model(["linear"])
-            model.use_sklearn = True
-            return model.fit(X, y, categorical=cat)
+            return model.fit(X, y, categorical=self.categorical_ or None)
+
+    def _note(self, note: str) -> None:
+        self.notes_.append(note)
+        log.warning(note)
 
     def _score(self, model: Any, X: pd.DataFrame) -> np.ndarray:
         return np.asarray(model.predict(X), dtype="float64").reshape(-1)
