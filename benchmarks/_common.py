@@ -21,7 +21,7 @@ from typing import Any, Self
 
 import psutil
 
-__all__ = ["Measured", "TreePeakRSS", "du_mb", "emit", "last_json_line", "run_measured", "tree_rss"]
+__all__ = ["Measured", "TreePeakRSS", "du_mb", "emit", "last_json_line", "run_measured", "run_worker", "tree_rss"]
 
 
 def tree_rss(procs: Sequence[psutil.Process]) -> int:
@@ -136,6 +136,20 @@ def run_measured(
     if rc != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {rc}; output:\n{text[-3000:]}")
     return Measured(last_json_line(text), mem.peak_mb, wall, mem.samples, rc, text)
+
+
+def run_worker(cmd: Sequence[str], label: str, *, interval: float = 0.02, env: Mapping[str, str] | None = None,
+               **options: Any) -> dict[str, Any]:
+    """One measured step of a benchmark: ``cmd`` plus ``--key value`` for each of ``options`` (underscores in
+    keys become dashes), run by :func:`run_measured`; returns its result with ``peak_rss_mb`` and ``wall_s`` and
+    prints it after ``label``."""
+    full = list(cmd)
+    for k, v in options.items():
+        full += [f"--{k.replace('_', '-')}", str(v)]
+    m = run_measured(full, interval=interval, env=env)
+    out = {**m.result, "peak_rss_mb": round(m.peak_rss_mb, 1), "wall_s": round(m.wall_s, 1)}
+    print(f"{label} {options or ''}: {json.dumps(out, default=str)[:600]}", flush=True)
+    return out
 
 
 def emit(result: Mapping[str, Any]) -> None:

@@ -50,7 +50,6 @@ script says so and exits 0 with ``{"skipped": ...}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -60,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import du_mb, emit, run_measured  # noqa: E402
+from _common import du_mb, emit, run_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRIDS = ("disturb", "mi", "soilfert", "solrad", "vegsys")
@@ -380,12 +379,7 @@ def worker_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _step(args: argparse.Namespace, kind: str, env: dict[str, str], **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--work", args.work,
            "--window", str(args.window)]
-    for k, v in extra.items():
-        cmd += [f"--{k}", str(v)]
-    m = run_measured(cmd, interval=0.02, env=env)
-    out = {**m.result, "peak_rss_mb": round(m.peak_rss_mb, 1), "wall_s": round(m.wall_s, 1)}
-    print(f"{kind} {extra or ''}: {json.dumps(out, default=str)[:600]}", flush=True)
-    return out
+    return run_worker(cmd, kind, env=env, **extra)
 
 
 def main() -> None:

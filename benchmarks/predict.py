@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import du_mb, emit, run_measured  # noqa: E402
+from _common import du_mb, emit, run_worker  # noqa: E402
 
 FRANCE_CELLS = 115_000 * 106_000
 FRANCE_LAND = 551_695e6 / (1_150e3 * 1_060e3)  # metropolitan France's area / its Lambert-93 bbox at 10 m
@@ -191,12 +191,7 @@ def _step(args: argparse.Namespace, kind: str, **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--work", args.work, "--size", str(args.size),
            "--tile", str(args.tile), "--species", str(args.species), "--covariates", str(args.covariates),
            "--hidden", str(args.hidden)]
-    for k, v in extra.items():
-        cmd += [f"--{k}", str(v)]
-    m = run_measured(cmd, interval=0.02)
-    out = {**m.result, "peak_rss_mb": round(m.peak_rss_mb, 1)}
-    print(f"{kind} {extra or ''}: {out}", flush=True)
-    return out
+    return run_worker(cmd, kind, **extra)
 
 
 def main() -> None:

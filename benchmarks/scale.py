@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emit, run_measured  # noqa: E402
+from _common import emit, run_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FRANCE_LAND = 551_695e6 / (1_144e3 * 1_065e3)  # metropolitan France's area / its Lambert-93 bbox
@@ -145,12 +145,7 @@ def worker_cube_cost(args: argparse.Namespace) -> dict[str, Any]:
 def _run(args: argparse.Namespace, kind: str, **extra: Any) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--work", args.work, "--tile",
            str(args.tile), "--species", str(args.species), "--covariates", str(args.covariates)]
-    for k, v in extra.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
-    m = run_measured(cmd, interval=0.05)
-    out = {**m.result, "peak_rss_mb": round(m.peak_rss_mb, 1)}
-    print(f"{kind} {extra or ''}: {out}", flush=True)
-    return out
+    return run_worker(cmd, kind, interval=0.05, **extra)
 
 
 def main() -> None:

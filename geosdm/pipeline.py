@@ -268,14 +268,14 @@ def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client
 def _run_records(config: PipelineConfig, emit: Event) -> Any:
     import pandas as pd
 
-    from geosdm.records import read_input, training_table, write_records
+    from geosdm.records import read_inputs, training_table, write_records
 
     step = config.records
     assert step is not None
     cube = step.cube or (config.cube.output.path if config.cube else None)
     if cube is None:
         raise InputError("the records step needs `cube:` (a cube path) or a cube step")
-    frames = [read_input(p) for p in step.inputs]
+    frames = read_inputs(step.inputs)
     for p, f in zip(step.inputs, frames):
         kinds = {str(k): int(v) for k, v in f["kind"].value_counts().items() if v}
         emit("records", f"read {len(f)} records from {p if isinstance(p, str) else p.path} ({kinds})", {})

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.fixtures.benchmarks import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
-
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("geosdm_bench_gpu", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_tiny_run_reports_rates_on_cpu(tmp_path: Path) -> None:
@@ -52,7 +44,7 @@ def test_tiny_run_reports_rates_on_cpu(tmp_path: Path) -> None:
 
 
 def test_starved_by_reads_the_rates() -> None:
-    gpu = _module()
+    gpu = load_benchmark("gpu")
     assert gpu.starved_by({"gpu_busy": 0.9, "samples_per_s": 1e4, "loader_samples_per_s": 1e4}) is None
     assert gpu.starved_by({"gpu_busy": None}) is None
     slow_loader = gpu.starved_by({"gpu_busy": 0.4, "samples_per_s": 1e4, "loader_samples_per_s": 1.1e4})
@@ -71,7 +63,7 @@ def test_busy_sampler_reads_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Monke
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    busy = _module().GpuBusy(torch.device("cuda", 0), interval=0.02)
+    busy = load_benchmark("gpu").GpuBusy(torch.device("cuda", 0), interval=0.02)
     assert busy.method == "nvidia-smi" and busy._smi_id() == "0"
     t0 = time.monotonic()
     busy.start()

@@ -3,26 +3,15 @@ compare and that no input is an oracle."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "nceas.py"
+from tests.fixtures.benchmarks import load_benchmark
 
 pytestmark = pytest.mark.shared_data
-
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("geosdm_bench_nceas", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +27,7 @@ def test_target_group_background_is_the_sites_geosdm_softmaxes_over(nceas_root: 
     from geosdm.models._prepare import prepare
 
     region = load_nceas(nceas_root, "NSW")
-    table = _module().target_group_table(region)
+    table = load_benchmark("nceas").target_group_table(region)
     pres, bg = table[table["kind"] == "presence_only"], table[table["kind"] == "background"]
     assert len(pres) == len(region.presence) and bg["species"].isna().all()
     assert list(table.columns) == list(region.training_table().columns) and bg["group"].isna().all()
@@ -57,7 +46,7 @@ def test_target_group_background_is_the_sites_geosdm_softmaxes_over(nceas_root: 
 def test_small_run_reports_the_best_baseline_and_the_speedup(nceas_root: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
-    mod = _module()
+    mod = load_benchmark("nceas")
     out = mod.main(["--data", str(nceas_root), "--regions", "NSW", "--species", "2", "--seeds", "1",
                     "--config", '{"epochs": 2, "n_members": 1}',
                     "--baselines", "maxent,logistic_quadratic,maxent_target_group,logistic_quadratic_target_group"])
