@@ -16,6 +16,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 
+from geosdm._allocator import release_freed_memory
 from geosdm.cube._raster import RASTER_KINDS, load_raster_observations
 from geosdm.cube._load import Observations, StackReadError, load_band_stacks, load_observations
 from geosdm.cube.composite import composite_periods
@@ -298,29 +299,6 @@ def process_tile(plans: list[SourcePlan], tile_gbox: GeoBox, *, backend: str = "
         release_freed_memory()
     coords = {k: v.values for k, v in grid_coords(tile_gbox).items() if k in ("y", "x")}
     return xr.Dataset(data, coords=coords), info
-
-
-def release_freed_memory() -> None:
-    """Hand memory the tile has freed back to the OS (glibc ``malloc_trim``; nothing elsewhere).
-
-    The tile's read threads and band threads allocate in their own malloc arenas, and glibc keeps the freed
-    arrays there (its mmap threshold rises after the first large free), where the next phase's threads cannot
-    reuse them: without a trim, RSS crept up from tile to tile although every tile needs the same memory
-    (Dask's workers trim for the same reason). Called between a tile's reads and its compositing, and after it.
-    """
-    global _malloc_trim
-    if _malloc_trim is None:
-        try:
-            import ctypes
-
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
-    if _malloc_trim:
-        _malloc_trim(0)
-
-
-_malloc_trim: Any = None
 
 
 def check_indices(plan: SourcePlan) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import xarray as xr
 
+from geosdm._allocator import keep_heap_reuse
 from geosdm.errors import GridError, InputError
 from geosdm.io._tasks import connect, run_tasks
 from geosdm.io.zarr import CubeStore, VariableSpec, fingerprint, open_cube, quiet_zarr
@@ -161,6 +162,7 @@ def _lead_coords(ds: xr.Dataset) -> dict[str, Any]:
 def _write_tile(store: CubeStore, index: tuple[int, int], slices: tuple[slice, slice],
                 blocks: Mapping[str, np.ndarray], dtypes: Mapping[str, Dtype], scratch: bool) -> int:
     """Encode one tile's blocks, region-write them (one shard each) and the tile's marker."""
+    keep_heap_reuse()  # on Dask workers (see geosdm._allocator)
     first = np.asarray(next(iter(blocks.values())))
     layer0 = first.reshape(-1, *first.shape[-2:])[0] if first.ndim > 2 else first
     n_valid = int((layer0 != UINT8_NODATA).sum() if layer0.dtype == np.uint8 else np.isfinite(layer0).sum())

@@ -21,6 +21,7 @@ import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import xarray as xr
 
+from geosdm._allocator import keep_heap_reuse
 from geosdm.errors import GridError, InputError, MissingVariableError
 from geosdm.predict._block import BlockOutput, predict_block
 from geosdm.predict._model import (
@@ -167,6 +168,7 @@ def _block_task(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs
                 pack: bool = False) -> tuple[np.ndarray, ...]:
     """The ``outputs`` of one tile, each ``(species, by, bx)``; with ``calibrate`` the probability output (float32)
     goes through the model's ``calibrator_`` in place, then is packed to uint8 when ``pack``."""
+    keep_heap_reuse()  # on Dask workers: their malloc settings would map every activation buffer afresh
     blocks = predict_block(model, np.asarray(data, dtype=np.float32), inputs=inputs, outputs=outputs,
                            batch_size=batch_size)
     if calibrate:
