@@ -100,7 +100,7 @@ def built_inputs(layout: DemoLayout) -> DemoInputs:
             run_pipeline(cfg, steps=("serve", "search", "cube", "records"))
         print(f"built the demo pipeline's cube and effort layer in {time.perf_counter() - t0:.0f} s", flush=True)
     built = xr.open_zarr(cube)
-    return DemoInputs("built", str(cube), covariate_names(built), str(effort), "effort")
+    return DemoInputs("built", str(cube), covariate_names(built), str(effort), "record_density")
 
 
 def oracle_inputs(layout: DemoLayout) -> DemoInputs:

@@ -32,7 +32,7 @@ def test_density_follows_the_records_and_is_floored(tmp_path) -> None:
     assert float(d.mean()) == pytest.approx(1.05, rel=1e-3)  # relative to the mean, plus the floor
     out = write_effort(d, tmp_path / "effort.zarr")
     back = xr.open_zarr(out)
-    np.testing.assert_allclose(back["effort"].values, d.values)
+    np.testing.assert_allclose(back["record_density"].values, d.values)
     assert "spatial_ref" in back.coords
 
 
@@ -71,3 +71,13 @@ def test_demo_driver_pool_is_its_own_seeded_draw() -> None:
     assert {"bio01", "bio06"} <= {v for p in pools for v in p.selected}, "either twin can be the driver"
     again = driver_pool(cov, np.random.default_rng(3))
     assert again.selected == pools[3].selected  # seeded
+
+
+def test_a_bias_layer_named_like_a_records_column_is_refused() -> None:
+    """A layer called ``effort`` would be read from the records' sampling-effort column, not from the layer."""
+    from geosdm.models import MultiSpeciesSDM
+
+    rng = np.random.default_rng(0)
+    table = _records(60).assign(bio01=rng.normal(size=60), effort=1.0)
+    with pytest.raises(InputError, match="'effort'.*records/site columns"):
+        MultiSpeciesSDM(epochs=1, bias_covariates=("effort",)).fit(table)

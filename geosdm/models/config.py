@@ -6,7 +6,7 @@ A YAML file (or a pipeline's ``train:`` section) like::
     # records: [demo-output/records/presence_only.csv, demo-output/records/surveys.parquet]
     cube: demo-output/cube.zarr                   # covariates (and background cells) when `records` are raw
     bias_cube: demo-output/records/effort.zarr    # optional: observer-bias layers on the same grid
-    bias_covariates: [effort]                     # (the records step's target-group record density)
+    bias_covariates: [record_density]                     # (the records step's target-group record density)
     log_bias: true
     model: {network: mlp, loss: integrated, epochs: 60, seed: 0}
     output: demo-output/model

@@ -4,7 +4,7 @@ Presence-only records pile up where people look (towns, roads, reserves). Withou
 usual stand-in for that effort is the density of all records of the target group, species surveyed the same
 way (Phillips et al. 2009; Fithian et al. 2015): counted per cell, smoothed with a Gaussian kernel so that
 cells near visited ones count as visited, and floored so that no cell has zero effort. The surface feeds a model
-as an observer-bias covariate (``train: bias_cube`` / ``bias_covariates: [effort]`` / ``log_bias: true``),
+as an observer-bias covariate (``train: bias_cube`` / ``bias_covariates: [record_density]`` / ``log_bias: true``),
 where it explains the presence-only records' spatial pattern and is held constant at prediction.
 
 Example
@@ -29,7 +29,7 @@ from geosdm.records.gridding import assign_cells
 __all__ = ["EFFORT_VARIABLE", "record_counts", "record_density", "write_effort"]
 
 #: Name of the effort layer in the stores :func:`write_effort` writes.
-EFFORT_VARIABLE = "effort"
+EFFORT_VARIABLE = "record_density"
 
 
 def record_counts(records: pd.DataFrame, geobox: GeoBox, *, bandwidth: float = 0.0) -> np.ndarray:
@@ -72,7 +72,7 @@ def record_density(
     Returns
     -------
     xarray.DataArray
-        ``effort`` ``(y, x)`` float32 in records per cell with the grid's ``spatial_ref``; mean ~ 1 + floor.
+        ``record_density`` ``(y, x)`` float32 in records per cell with the grid's ``spatial_ref``; mean ~ 1 + floor.
     """
     from geosdm.grid import grid_coords
 
