@@ -3,9 +3,11 @@
 The demo region (``geosdm.demo``) knows each virtual species' true occurrence probability on every 100 m cell
 (``truth/truth.zarr``: ``probability``) and one realised occurrence (``occurrence``). The benchmark
 
-1. builds the training table (presence-only records with the observer-bias covariate ``log(bias)``, uniform
-   background, presence/absence surveys: 2 visits per plot, imperfect detection; 5 spatial folds of 2 km
-   blocks) on the truth's covariate layers, as ``benchmarks/demo_truth.py`` does;
+1. builds the training table (presence-only records with an observer-bias covariate, uniform background,
+   presence/absence surveys: 2 visits per plot, imperfect detection; 5 spatial folds of 2 km blocks) as
+   ``benchmarks/demo_truth.py`` does, on its ``--inputs``: **built** (the headline: the cube the demo pipeline
+   builds and the records step's effort layer, the presence-only records' density) and **oracle** (the truth's
+   noise-free covariates and observer-bias layer: the figures before issue 17, for comparison);
 2. fits the integrated model (``loss="integrated"``, a deep ensemble of ``n_members`` networks);
 3. gets held-out survey predictions (one refit per fold predicts that fold's plots) and fits the calibrators
    on them (:func:`geosdm.models.calibration.calibrate`; per species, detection-corrected from the repeat
@@ -33,8 +35,8 @@ Usage::
     python benchmarks/calibration.py                       # default preset, generated into benchmarks/.cache
     python benchmarks/calibration.py --preset small --quick
 
-The last output line is one JSON object with ``ece_calibrated`` and ``interval_coverage_90`` (goal:
-``ece_calibrated <= 0.03``).
+The last output line is one JSON object with ``ece_calibrated_built`` (goal: ``<= 0.03``; ``ece_calibrated``
+repeats it), ``interval_coverage_90_built``, their ``*_oracle`` counterparts and ``"oracle_inputs": false``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emit  # noqa: E402
-from demo_truth import _demo, _table, truth_covariates  # noqa: E402  (same demo and table as demo_truth.py)
+from demo_truth import (  # noqa: E402  (same demo and table)
+    DemoInputs, _demo, _table, add_demo_arguments, check_same_grid, demo_inputs,
+)
 
 from geosdm.evaluate import compare_with_truth, evaluate_held_out  # noqa: E402
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
@@ -77,12 +81,9 @@ def _round(d: dict[str, Any], n: int = 4) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
-    p.add_argument("--preset", default="default", choices=["small", "default"])
+    add_demo_arguments(p)
     p.add_argument("--method", default="auto", choices=["auto", *METHODS],
                    help="the calibration method reported (auto: lowest cross-fitted held-out survey Brier score)")
-    p.add_argument("--n-background", type=int, default=10_000)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None, help="JSON overriding CONFIG")
     p.add_argument("--quick", action="store_true", help="at most 40 epochs, 2,000 background points, 3 members")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -95,13 +96,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.n_background = min(args.n_background, 2000)
     t_start = time.perf_counter()
     layout = _demo(args)
+    runs = {inp.name: _run(layout, inp, config, args) for inp in demo_inputs(layout, args.inputs)}
+    head = runs.get("built") or runs["oracle"]
+    out: dict[str, Any] = {"preset": head["preset"], "n_species": head["n_species"],
+                           "oracle_inputs": "built" not in runs}
+    for key in ("ece_calibrated", "ece_uncalibrated", "interval_coverage_90", "interval_width_90", "mae_calibrated",
+                "auc_occurrence_calibrated", "method"):
+        out[key] = head[key]
+        out.update({f"{key}_{name}": r[key] for name, r in runs.items()})
+    out["goal_ece_met"] = head["goal_ece_met"]
+    out["runs"] = runs
+    out["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    emit(out)
+    return out
+
+
+def _run(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    t_start = time.perf_counter()
     truth = xr.open_zarr(layout.truth_zarr)
-    covariates = truth_covariates(truth)
-    grid = truth[covariates].load().chunk({"y": 200, "x": 200})
     cell_area = float(layout.region()["target_grid"]["resolution"]) ** 2
     t0 = time.perf_counter()
-    table = _table(layout, str(layout.truth_zarr), covariates, args.n_background, args.seed)
-    print(f"training table: {len(table)} rows {table['kind'].value_counts().to_dict()} "
+    table, covariates = _table(layout, inputs, args.n_background, args.seed)
+    cube = xr.open_zarr(inputs.cube)
+    check_same_grid(cube, truth)
+    grid = cube[covariates].load().chunk({"y": 200, "x": 200})
+    print(f"[{inputs.name}] training table: {len(table)} rows {table['kind'].value_counts().to_dict()} "
           f"({time.perf_counter() - t0:.1f} s); {len(covariates)} covariates; config {json.dumps(config)}", flush=True)
 
     model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"], seed=args.seed,
@@ -185,8 +204,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": {"fit": round(fit_s, 1), "held_out_refits": round(cv_s, 1), "uncertainty": round(unc_s, 1),
                     "total": round(time.perf_counter() - t_start, 1)},
         "config": config,
+        "cube": inputs.cube,
+        "bias": f"{inputs.bias_store}:{inputs.bias_variable}",
     }
-    emit(out)
+    print(f"[{inputs.name}] {json.dumps({k: out[k] for k in ('ece_calibrated', 'interval_coverage_90', 'method')})}",
+          flush=True)
     return out
 
 

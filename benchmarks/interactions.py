@@ -4,7 +4,7 @@ The demo's pests occur only where one of their host plants is, and enemies only 
 pests is, so the true probability that both partners of an edge are present (``truth/truth.zarr:joint``) is
 ``p_source * q_target``, not the product of the marginals. Each interaction map is compared with it per edge
 (Pearson correlation over the grid's valid cells, bias = mean(map - truth), relative bias = bias / mean(truth),
-RMSE), and the figures are averaged over the 46 edges, for:
+RMSE), and the figures are averaged over the demo network's edges, for:
 
 * ``independent``          ``p_s p_t``
 * ``cooccurrence``         the dependence-with-leakage model, leakage per consumer fitted from the surveys

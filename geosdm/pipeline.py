@@ -60,6 +60,15 @@ class SearchStep(_Frozen):
     max_cloud: float | None = Field(default=None, ge=0, le=100)
 
 
+class EffortStep(_Frozen):
+    """An observer-effort layer made from the records (:func:`geosdm.records.record_density`), for ``bias_cube``."""
+
+    output: str
+    bandwidth: float = Field(default=10.0, ge=0)  # Gaussian sigma in cells
+    kinds: tuple[str, ...] = ("presence_only",)
+    floor: float = Field(default=0.01, gt=0)
+
+
 class RecordsStep(_Frozen):
     """Species records -> validated training table with background points, covariates and spatial folds.
 
@@ -77,6 +86,7 @@ class RecordsStep(_Frozen):
     block_size: float = Field(default=5_000.0, gt=0)
     buffer: float = Field(default=0.0, ge=0)
     seed: int = 0
+    effort: EffortStep | None = None  # also write the records' target-group density (an observer-bias layer)
 
 
 class ReportStep(_Frozen):
@@ -284,6 +294,16 @@ def _run_records(config: PipelineConfig, emit: Event) -> Any:
         n_folds=step.n_folds, block_size=step.block_size, buffer=step.buffer, seed=step.seed,
     )
     write_records(tt.table, step.output, metadata={"covariates": ",".join(tt.covariates)})
+    if step.effort is not None:
+        from geosdm.records import record_density, write_effort
+        from geosdm.records._cube import cube_source
+
+        e = step.effort
+        density = record_density(tt.table, cube_source(cube).geobox, bandwidth=e.bandwidth, kinds=e.kinds,
+                                 floor=e.floor)
+        write_effort(density, e.output)
+        emit("records", f"observer-effort layer {e.output}: density of {density.attrs['n_records']} {'/'.join(e.kinds)} "
+                        f"records, smoothed over {e.bandwidth:g} cells", {})
     summary = tt.summary()
     emit("records", f"training table {step.output}: {summary['rows']} rows {summary['kinds']}, {summary['species']} species, "
                     f"{summary['covariates']} covariates; dropped {summary['dropped'] or 'nothing'}; "

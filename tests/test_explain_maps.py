@@ -79,7 +79,7 @@ def mlp(table: pd.DataFrame) -> Any:
 def test_attribution_cube_is_lazy_and_complete(mlp: Any, cube_path: str, tmp_path: Path) -> None:
     species = ["plant_01", "pest_02"]
     with dask.config.set(scheduler=_no_compute):
-        attr = attribution_cube(mlp, cube_path, species=species, steps=32, residual=True, tile_shape=TILE)
+        attr = attribution_cube(mlp, cube_path, species=species, steps=64, residual=True, tile_shape=TILE)
         per = aggregate_regions(attr[species], 1_200.0)
     assert attribution_species(attr) == species
     assert attr["plant_01"].dims == ("variable", "y", "x") and attr["plant_01"].chunks[1] == (32, 32, 32, 4)

@@ -191,7 +191,7 @@ def test_run_interactions_on_the_demo(demo_small: DemoLayout, prediction_store: 
     cfg = InteractionsConfig(predictions=prediction_store, edges=str(demo_small.edges_csv),
                              nodes=str(demo_small.nodes_csv), surveys=(str(demo_small.surveys_parquet),),
                              output=str(tmp_path / "out"), cog_variables=("joint",), per_layer=False,
-                             sets={"chain": ("plant_01->pest_01", "pest_01->enemy_01")})
+                             sets={"chain": ("plant_01->pest_11", "pest_11->enemy_02")})
     report = run_interactions(cfg)
     assert report.write.n_tiles == 4 and report.match["unmatched_nodes"] == []
     assert report.structure["nodes_per_role"] == {"plant": 16, "pest": 12, "enemy": 14}
@@ -213,7 +213,7 @@ def test_run_interactions_on_the_demo(demo_small: DemoLayout, prediction_store: 
     assert "joint" in item["assets"] and item["properties"]["geosdm:edge"][0] == labels[0]
     assoc = json.loads((out / "associations.json").read_text())
     assert assoc["source"] == "surveys" and len(assoc["leakage"]) == 26
-    assert json.loads((out / "network.json").read_text())["match"]["edges_kept"] == 46
+    assert json.loads((out / "network.json").read_text())["match"]["edges_kept"] == 41
     again = run_interactions(cfg.model_copy(update={"cogs": False, "stac": False}))
     assert again.write.n_resumed == again.write.n_tiles
 
@@ -228,19 +228,19 @@ def test_cli_network_and_run(demo_small: DemoLayout, prediction_store: str, tmp_
                               str(demo_small.nodes_csv), "--species", prediction_store, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output.strip().splitlines()[-1])
-    assert out["structure"]["n_links"] == 46 and out["match"]["matched_nodes"] == 42
+    assert out["structure"]["n_links"] == 41 and out["match"]["matched_nodes"] == 42
     res = runner.invoke(app, ["interactions", "run", prediction_store, str(demo_small.edges_csv), str(tmp_path / "o"),
                               "--nodes", str(demo_small.nodes_csv), "--leakage", "0", "--no-cogs", "--no-stac",
-                              "--no-progress", "--no-independent", "--set", "s=plant_01->pest_01"])
+                              "--no-progress", "--no-independent", "--set", "s=plant_01->pest_11"])
     assert res.exit_code == 0, res.output
-    assert "46" in res.output and "set_any" in res.output
+    assert "41" in res.output and "set_any" in res.output
     ds = open_layers(tmp_path / "o" / "interactions.zarr")
     assert "joint_independent" not in ds and list(ds.interaction_set.values) == ["s"]
 
 
 def test_read_demo_network(demo_small: DemoLayout) -> None:
     net = read_network(demo_small.edges_csv, demo_small.nodes_csv)
-    assert len(net.edges) == 46 and len(net.crops()) == 5
+    assert len(net.edges) == 41 and len(net.crops()) == 5
 
 
 def test_associations_round_trip(tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def generate(out: str | PathLike[str], *, preset: str = "small", seed: int = 0, 
     cov["s2_ndvi_jja"] = composites["s2_ndvi_jja"]
     bias_t = block_mean(world.bias[crop], factor)
 
-    pool = driver_pool(cov)
+    pool = driver_pool(cov, rng[6])  # the generator's own draw, apart from the library's collinearity filter
     species, prob, suit, edges, joint = make_species(cov, rng[2], pool=pool.selected)
     occ = realise(species, prob, suit, rng[3])
     po, surveys = make_records(

@@ -9,9 +9,12 @@ So the joint probability of an edge is not the product of the marginals: P(plant
 P(pest k, enemy m) = q_m p_k. Presence-only records are thinned by a known observer-bias layer; surveys visit
 stratified plots twice with imperfect detection; pests also have trap counts.
 
-Drivers are drawn from a pool of covariates that are not collinear (``|r| < 0.7`` between any two, chosen
-with :func:`geosdm.records.select_covariates` in the order of :data:`DRIVER_PREFERENCE`), as virtual-species
-studies do: a species driven by one of two near-identical layers has no identifiable driver.
+Drivers are drawn from a pool of covariates that are not collinear (``|r| < 0.7`` between any two), as
+virtual-species studies do: a species driven by one of two near-identical layers has no identifiable driver.
+The pool is the generator's own seeded draw (:func:`driver_pool`: candidates visited in a random order, one
+climate variable first), independent of the library's collinearity filter
+(:func:`geosdm.records.select_covariates`) and of any preference order a user would give it, so that the filter
+keeping the true drivers is something a benchmark measures, not something the generator built in.
 """
 
 from __future__ import annotations
@@ -24,25 +27,64 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geosdm.records.collinearity import CovariateSelection, select_covariates
-
-__all__ = ["DRIVER_PREFERENCE", "Driver", "VirtualSpecies", "driver_pool", "make_species", "make_records", "realise",
+__all__ = ["DRIVER_CANDIDATES", "Driver", "DriverPool", "VirtualSpecies", "driver_pool", "make_species", "make_records", "realise",
            "response", "true_probabilities"]
 
 _CLIMATE = ["bio01", "bio12", "bio05", "bio06", "bio15"]
 _OTHER = ["elevation", "slope", "s2_ndvi_jja"]
 _LC_WILD = ["lc_5", "lc_7", "lc_8", "lc_9", "lc_10", "lc_11"]
 _LC_CROP = ["lc_3", "lc_4", "lc_6"]
-#: Candidate drivers in order of preference (the pool keeps the earlier of two collinear ones).
-DRIVER_PREFERENCE = (*_CLIMATE, *_OTHER, *_LC_CROP, *_LC_WILD)
+#: Candidate drivers (a set: :func:`driver_pool` visits them in a seeded random order).
+DRIVER_CANDIDATES = (*_CLIMATE, *_OTHER, *_LC_CROP, *_LC_WILD)
 #: Largest absolute correlation between two covariates of the driver pool.
 POOL_MAX_CORRELATION = 0.7
 
 
-def driver_pool(cov: dict[str, np.ndarray]) -> CovariateSelection:
-    """The candidate drivers kept with pairwise ``|r| < 0.7`` over the map (earlier candidates preferred)."""
-    return select_covariates({v: cov[v].ravel() for v in DRIVER_PREFERENCE}, list(DRIVER_PREFERENCE),
-                             threshold=POOL_MAX_CORRELATION, max_rows=200_000, seed=0)
+@dataclass(frozen=True)
+class DriverPool:
+    """The candidate drivers kept by :func:`driver_pool`, and for each other one the kept driver it follows."""
+
+    selected: tuple[str, ...]
+    dropped: dict[str, tuple[str, float]]
+    order: tuple[str, ...]
+    threshold: float = POOL_MAX_CORRELATION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"selected": list(self.selected), "threshold": self.threshold, "order": list(self.order),
+                "rule": "seeded random order, one climate variable first; kept when |r| < threshold with every "
+                        "kept one (Pearson over a seeded sample of cells)",
+                "dropped": {v: {"follows": k, "r": round(r, 4)} for v, (k, r) in self.dropped.items()}}
+
+
+def driver_pool(cov: Mapping[str, np.ndarray], rng: np.random.Generator, *, n_rows: int = 200_000) -> DriverPool:
+    """Draw the pool of candidate drivers with pairwise ``|r| < 0.7`` over the map by the generator's own rule.
+
+    A climate variable drawn at random comes first, then the other candidates in a random order; each is kept
+    when its correlation with every kept one is below the threshold. No preference list, and nothing shared with
+    :func:`geosdm.records.select_covariates`.
+    """
+    first = str(rng.choice(_CLIMATE))
+    rest = [str(v) for v in rng.permutation([v for v in DRIVER_CANDIDATES if v != first])]
+    order = (first, *rest)
+    data = np.stack([np.asarray(cov[v], dtype="float64").ravel() for v in order])
+    ok = np.isfinite(data).all(axis=0)
+    cells = np.flatnonzero(ok)
+    if len(cells) > n_rows:
+        cells = np.sort(rng.choice(cells, n_rows, replace=False))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.corrcoef(data[:, cells])
+    kept: list[int] = []
+    dropped: dict[str, tuple[str, float]] = {}
+    for i, v in enumerate(order):
+        if not np.isfinite(r[i, i]):  # constant over the map
+            dropped[v] = ("", float("nan"))
+            continue
+        worst = max(kept, key=lambda k: abs(r[i, k]), default=None)
+        if worst is not None and abs(r[i, worst]) >= POOL_MAX_CORRELATION:
+            dropped[v] = (order[worst], float(r[i, worst]))
+        else:
+            kept.append(i)
+    return DriverPool(tuple(order[k] for k in kept), dropped, order)
 
 
 @dataclass
@@ -160,7 +202,7 @@ def make_species(
 ) -> tuple[list[VirtualSpecies], dict[str, np.ndarray], dict[str, np.ndarray], pd.DataFrame, np.ndarray]:
     """Draw the community and compute its truth.
 
-    ``pool`` lists the covariates drivers may be drawn from (default: :func:`driver_pool`).
+    ``pool`` lists the covariates drivers may be drawn from (default: :func:`driver_pool` drawn with ``rng``).
     Returns species, marginal probabilities p (name -> (y, x)), own suitabilities q, the edge table
     (source, target, interaction, joint truth index) and joint probabilities (edge, y, x).
     """
@@ -168,7 +210,7 @@ def make_species(
     prob: dict[str, np.ndarray] = {}
     suit: dict[str, np.ndarray] = {}
     ones = np.ones_like(cov["bio01"], dtype=np.float64)
-    allowed = set(driver_pool(cov).selected if pool is None else pool)
+    allowed = set(driver_pool(cov, rng).selected if pool is None else pool)
     climate, other = [v for v in _CLIMATE if v in allowed], [v for v in _OTHER if v in allowed]
     lc_crop, lc_wild = [v for v in _LC_CROP if v in allowed], [v for v in _LC_WILD if v in allowed]
     if not climate or not (other or lc_crop) or not (other or lc_wild):

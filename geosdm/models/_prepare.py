@@ -172,6 +172,11 @@ def prepare(X: pd.DataFrame, Y: pd.DataFrame | None, *, loss: str, cube: Any, co
     if not isinstance(X, pd.DataFrame):
         raise InputError(f"X must be a pandas DataFrame (a records table or covariates); got {type(X).__name__}")
     series_cols = [c for group in (series or ()) for c in group]
+    clash = [c for c in [*(covariates or ()), *bias_covariates, *series_cols] if c in RESERVED]
+    if clash:
+        raise InputError(f"covariate or bias layer names {clash} are records/site columns (e.g. 'effort' is the "
+                         "records' sampling effort), so their values would be taken from the records; rename the "
+                         "layers (e.g. 'record_density')")
     geobox = None
     if cube is not None:
         from geosdm.records import covariate_names

@@ -5,8 +5,8 @@ A YAML file (or a pipeline's ``train:`` section) like::
     table: demo-output/records/training.parquet   # from the records step (covariates + fold), or:
     # records: [demo-output/records/presence_only.csv, demo-output/records/surveys.parquet]
     cube: demo-output/cube.zarr                   # covariates (and background cells) when `records` are raw
-    bias_cube: demo-output/truth/truth.zarr       # optional: observer-bias layers on the same grid
-    bias_covariates: [bias]
+    bias_cube: demo-output/records/effort.zarr    # optional: observer-bias layers on the same grid
+    bias_covariates: [record_density]                     # (the records step's target-group record density)
     log_bias: true
     model: {network: mlp, loss: integrated, epochs: 60, seed: 0}
     output: demo-output/model

@@ -26,6 +26,7 @@ from geosdm.records.collinearity import (
     select_training_covariates,
 )
 from geosdm.records.cv import BufferedLeaveOneOut, EnvironmentalKFold, SpatialBlockKFold, add_folds
+from geosdm.records.effort import EFFORT_VARIABLE, record_density, write_effort
 from geosdm.records.extract import extract_at, extract_bias, extract_covariates
 from geosdm.records.gridding import aggregate_to_cells, assign_cells, rasterize_counts, to_crs
 from geosdm.records.inputs import RecordsInput, melt_species, read_input, read_inputs
@@ -45,6 +46,7 @@ __all__ = [
     "COLUMNS",
     "KINDS",
     "BufferedLeaveOneOut",
+    "EFFORT_VARIABLE",
     "CovariateSelection",
     "EnvironmentalKFold",
     "RecordsInput",
@@ -67,6 +69,7 @@ __all__ = [
     "melt_species",
     "open_patches",
     "rasterize_counts",
+    "record_density",
     "read_gbif",
     "read_input",
     "read_inputs",
@@ -83,5 +86,6 @@ __all__ = [
     "uniform_background",
     "valid_mask",
     "validate_records",
+    "write_effort",
     "write_records",
 ]

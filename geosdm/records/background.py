@@ -20,7 +20,7 @@ from odc.geo.geobox import GeoBox
 from geosdm.errors import GridError, InputError
 from geosdm.records._coords import cell_centres
 from geosdm.records._cube import cube_source
-from geosdm.records.gridding import assign_cells
+from geosdm.records.effort import record_counts
 from geosdm.records.schema import conform, crs_string
 
 __all__ = [
@@ -215,15 +215,7 @@ def target_group_background(
     seed
         Seed or Generator.
     """
-    on_grid = assign_cells(records, geobox)
-    counts = np.zeros(tuple(geobox.shape), dtype="float64")
-    np.add.at(counts, (on_grid["row"].to_numpy(), on_grid["col"].to_numpy()), 1.0)
-    if bandwidth < 0:
-        raise InputError(f"bandwidth={bandwidth} must be >= 0 (cells)")
-    if bandwidth > 0:
-        from scipy.ndimage import gaussian_filter
-
-        counts = gaussian_filter(counts, sigma=float(bandwidth), mode="constant", truncate=3.0)
+    counts = record_counts(records, geobox, bandwidth=bandwidth)
     if mask is not None:
         counts = np.where(_check_grid_array(mask, geobox, "mask").astype(bool), counts, 0.0)
     return _background_table(geobox, _draw(counts, n, _rng(seed), "target-group cells"), "target_group")
