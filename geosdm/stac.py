@@ -69,9 +69,29 @@ __all__ = [
     "odc_stac_config",
     "resampling_config",
     "odc_load_kwargs",
+    "http_timeouts",
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to open a connection to a STAC API or asset host.
+CONNECT_TIMEOUT = 10.0
+#: Seconds a STAC API or asset host may stay silent before a request fails (``GEOSDM_HTTP_TIMEOUT`` overrides).
+READ_TIMEOUT = 120.0
+
+
+def http_timeouts() -> tuple[float, float]:
+    """(connect, read) timeouts in seconds for STAC API requests and GDAL's HTTP reads, so a host that accepts a
+    connection and never answers fails the search or the tile with a message instead of hanging the run."""
+    raw = os.environ.get("GEOSDM_HTTP_TIMEOUT", "")
+    try:
+        read = float(raw) if raw else READ_TIMEOUT
+    except ValueError:
+        raise InputError(f"GEOSDM_HTTP_TIMEOUT={raw!r} must be a number of seconds") from None
+    if read <= 0:
+        raise InputError(f"GEOSDM_HTTP_TIMEOUT={raw!r} must be > 0 seconds")
+    return min(CONNECT_TIMEOUT, read), read
+
 
 #: Signs one Item (in place, returning None, or returning a signed copy).
 SignHook = Callable[[pystac.Item], pystac.Item | None]
@@ -854,7 +874,7 @@ def _api_search(
                               "limit": limit, "max_items": max_items}  # fmt: skip
     client_side = False
     try:
-        client = Client.open(url)
+        client = Client.open(url, timeout=http_timeouts())
         if cloud is not None and source.cloud_property:
             extra = cloud_cover_search_kwargs(client, cloud, prop=source.cloud_property)
             kwargs.update(extra)
@@ -868,7 +888,8 @@ def _api_search(
     except (APIError, OSError) as err:  # requests' errors derive from OSError
         raise DataSourceError(
             f"STAC API {url} failed for collection {source.collection!r} ({type(err).__name__}: {err}); check the "
-            "URL and network access, or use a static catalog (items_from_static_catalog)"
+            "URL and network access (a silent host fails after GEOSDM_HTTP_TIMEOUT seconds, default "
+            f"{READ_TIMEOUT:.0f}), or use a static catalog (items_from_static_catalog)"
         ) from err
     if client_side:
         items = filter_items(items, max_cloud=cloud, cloud_property=source.cloud_property or "eo:cloud_cover")

@@ -140,6 +140,7 @@ def _check_overlap(plan: SourcePlan, gbox: Any) -> None:
 
 
 def _run_tile(tile: Tile, plans: list[SourcePlan], store: CubeStore, backend: str, retries: int, threads: int) -> dict[str, Any]:
+    _configure_gdal()  # in this process: a Dask worker has its own GDAL settings (odc-stac's are per process)
     ds, info = process_tile(plans, tile.geobox, backend=backend, retries=retries, threads=threads)
     # float32 with NaN fill, stored as computed: straight zarr region writes, no xarray store per tile
     store.write_arrays(tile.index, tile.slices, {name: var.values for name, var in ds.data_vars.items()}, info)
@@ -202,7 +203,6 @@ def build_cube(
     todo = [t for t in all_tiles if t.index not in done]
     log.info("cube %s: %d tiles, %d already done", config.output.path, len(all_tiles), len(done))
     if client is None:
-        _configure_gdal()
         bar = _bar(len(all_tiles), len(done), progress)
         if config.threads > 1 and all(p.source.kind in RASTER_KINDS for p in plans):
             # windowed reads + GDAL warps release the GIL: run `threads` tiles at once (STAC tiles instead
@@ -220,7 +220,6 @@ def build_cube(
     else:
         from dask.distributed import as_completed
 
-        _configure_gdal(client)
         plans_f = client.scatter(plans, broadcast=True)
         futures = [
             client.submit(_run_tile, t, plans_f, store, config.backend, config.retries, 1, key=f"cube-tile-{fp}-{t.index[0]}-{t.index[1]}", pure=False)
@@ -275,10 +274,14 @@ def _bar(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, unit="tile", desc="cube", disable=not enabled)
 
 
-def _configure_gdal(client: Any | None = None) -> None:
-    """GDAL settings for cloud reads (retries, no directory listing) here and on every worker."""
+def _configure_gdal() -> None:
+    """GDAL settings for cloud reads (retries, timeouts, no directory listing) in this process, through odc-stac
+    (which keeps them per process and ignores a Dask client: each tile task sets them where it runs)."""
     from odc.stac import configure_rio
 
-    configure_rio(cloud_defaults=True, GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="0.5", client=client) if client else configure_rio(
-        cloud_defaults=True, GDAL_HTTP_MAX_RETRY="3", GDAL_HTTP_RETRY_DELAY="0.5"
-    )
+    from geosdm.stac import http_timeouts
+
+    connect, read = http_timeouts()
+    options = {"cloud_defaults": True, "GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.5",
+               "GDAL_HTTP_CONNECTTIMEOUT": str(int(max(1, connect))), "GDAL_HTTP_TIMEOUT": str(int(max(1, read)))}
+    configure_rio(**options)

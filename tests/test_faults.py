@@ -1,0 +1,78 @@
+"""Faults on real loopback services: hosts that accept a connection and never answer."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from geosdm.errors import DataSourceError, InputError
+from geosdm.sources import parse_source
+
+
+@pytest.fixture()
+def silent_host() -> Iterator[str]:
+    """A TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    t.join()
+    for c in held:
+        c.close()
+    srv.close()
+
+
+def _api_source(url: str) -> Any:
+    return parse_source({
+        "name": "s2-silent", "collection": "sentinel-2-l2a", "url": url,
+        "assets": {"B04": {"long_name": "red", "role": "reflectance", "dtype": "uint16", "nodata": 0}},
+    })
+
+
+def test_a_stac_api_that_never_answers_fails_the_search_with_a_message(silent_host: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from geosdm.stac import search
+
+    monkeypatch.setenv("GEOSDM_HTTP_TIMEOUT", "1.5")
+    t0 = time.perf_counter()
+    with pytest.raises(DataSourceError, match="GEOSDM_HTTP_TIMEOUT") as err:
+        search(_api_source(silent_host), bbox=(2, 43, 3, 44))
+    assert time.perf_counter() - t0 < 30, "the search hung instead of timing out"
+    assert silent_host in str(err.value)
+
+
+def test_gdal_reads_get_the_same_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from odc.loader._rio import _CFG  # where odc-stac keeps this process's GDAL options
+
+    from geosdm.cube.build import _configure_gdal
+    from geosdm.stac import http_timeouts
+
+    monkeypatch.setenv("GEOSDM_HTTP_TIMEOUT", "7")
+    assert http_timeouts() == (7.0, 7.0)
+    _configure_gdal()
+    opts = _CFG._gdal_opts
+    assert opts["GDAL_HTTP_TIMEOUT"] == "7" and opts["GDAL_HTTP_CONNECTTIMEOUT"] == "7"
+    assert opts["GDAL_HTTP_MAX_RETRY"] == "3"
+    monkeypatch.setenv("GEOSDM_HTTP_TIMEOUT", "soon")
+    with pytest.raises(InputError, match="GEOSDM_HTTP_TIMEOUT"):
+        http_timeouts()
+    monkeypatch.delenv("GEOSDM_HTTP_TIMEOUT")
+    _configure_gdal()
+    assert _CFG._gdal_opts["GDAL_HTTP_TIMEOUT"] == "120"
