@@ -46,6 +46,7 @@ from urllib.parse import urljoin
 
 import pystac
 
+from geosdm._secrets import redact_url
 from geosdm.errors import DataSourceError, EmptySearchError, InputError, MissingVariableError
 from geosdm.sources import HarmonizeConfig, SourceConfig
 
@@ -882,12 +883,12 @@ def _api_search(
                 client_side = True
                 logger.info(
                     "STAC API %s declares neither the filter nor the query extension; filtering %s <= %s on the "
-                    "client (every item of the bbox/dates is downloaded)", url, source.cloud_property, cloud,
+                    "client (every item of the bbox/dates is downloaded)", redact_url(url), source.cloud_property, cloud,
                 )  # fmt: skip
         items = list(client.search(**kwargs).items())
     except (APIError, OSError) as err:  # requests' errors derive from OSError
         raise DataSourceError(
-            f"STAC API {url} failed for collection {source.collection!r} ({type(err).__name__}: {err}); check the "
+            f"STAC API {redact_url(url)} failed for collection {source.collection!r} ({type(err).__name__}: {err}); check the "
             "URL and network access (a silent host fails after GEOSDM_HTTP_TIMEOUT seconds, default "
             f"{READ_TIMEOUT:.0f}), or use a static catalog (items_from_static_catalog)"
         ) from err

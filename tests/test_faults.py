@@ -76,3 +76,35 @@ def test_gdal_reads_get_the_same_timeouts(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("GEOSDM_HTTP_TIMEOUT")
     _configure_gdal()
     assert _CFG._gdal_opts["GDAL_HTTP_TIMEOUT"] == "120"
+
+
+def test_redact_keeps_names_and_drops_secrets() -> None:
+    from geosdm._secrets import redact
+
+    cfg = {"sources": [{"url": "https://user:hunter2@api.example.org/stac?token=abc123&collections=x"}],
+           "note": "see https://h.example.org/a.tif?sv=2024&sig=XYZ%2F and more", "n": 3}
+    out = redact(cfg)
+    text = str(out)
+    assert "hunter2" not in text and "abc123" not in text and "XYZ" not in text
+    assert "https://user:REDACTED@api.example.org/stac?token=REDACTED&collections=REDACTED" in text
+    assert out["n"] == 3 and out["note"].endswith(" and more")
+
+
+def test_a_token_in_a_source_url_is_not_written_into_the_cube(demo_small, demo_small_served, tmp_path) -> None:
+    """The run uses the real URL (the token reaches the API); the store keeps a redacted copy."""
+    from geosdm.cube import CubeConfig, build_cube
+
+    secret = "geosdm-fake-token-5b8e"
+    region = demo_small.region()["target_grid"]
+    cfg = CubeConfig.model_validate({
+        "grid": {"crs": "EPSG:2154", "resolution": region["resolution"], "bbox": region["bbox"]},
+        "datetime": "2024-06-01/2024-08-31",
+        "sources": [{"source": "demo-sentinel-2-l2a", "url": f"{demo_small_served.stac_url}?token={secret}",
+                     "working_resolution": 20}],
+        "output": {"path": str(tmp_path / "cube.zarr"), "tile_shape": [64, 64]},
+    })
+    report = build_cube(cfg)
+    assert report.n_tiles == 4 and not report.failures
+    written = [p for p in (tmp_path).rglob("*") if p.is_file()]
+    assert written and not [p for p in written if secret.encode() in p.read_bytes()]
+    assert "token=REDACTED" in (tmp_path / "cube.zarr" / "zarr.json").read_text()

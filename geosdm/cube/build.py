@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from geosdm._secrets import redact
 from geosdm.cube._raster import RASTER_KINDS, check_layers
 from geosdm.cube._tile import SourcePlan, check_indices, plan_variables, process_tile
 from geosdm.cube.config import CubeConfig, SourceSpec
@@ -195,7 +196,7 @@ def build_cube(
         "geosdm:sources": [p.source.name for p in plans],
         "geosdm:source_items": {p.source.name: sorted(i.id for i in p.items) for p in plans},
         "geosdm:tile_shape": list(config.output.tile_shape),
-        "geosdm:config": config.model_dump(mode="json", exclude={"output": {"storage_options"}}),
+        "geosdm:config": redact(config.model_dump(mode="json", exclude={"output": {"storage_options"}})),
     }
     store.create(variables, attrs=attrs, fingerprint=fp, overwrite=overwrite)
     all_tiles = list(tiles(gbox, config.output.tile_shape))
