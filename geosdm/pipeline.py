@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from geosdm._yaml import read_yaml
 from geosdm.cube.config import CubeConfig
 from geosdm.models.config import TrainConfig
 from geosdm.evaluate.run import EvaluateConfig
@@ -153,7 +153,7 @@ def find_pipeline(name_or_path: str | os.PathLike[str]) -> Path:
 def load_pipeline(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> PipelineConfig:
     """Read a pipeline YAML, substitute ``${VAR:-default}`` from the environment, validate once."""
     p = find_pipeline(path)
-    raw = substitute_env(yaml.safe_load(p.read_text()) or {}, env, origin=str(p))
+    raw = substitute_env(read_yaml(p, what="pipeline"), env, origin=str(p))
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as err:

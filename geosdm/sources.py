@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import numpy as np
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer, model_validator
 
 from geosdm.errors import InputError
@@ -627,13 +626,11 @@ def load_source(
     """
     path = _find(path_or_name)
     origin = str(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(f"{origin} is not valid YAML ({err}); fix the syntax at the reported line") from None
-    if not isinstance(raw, Mapping):
-        raise InputError(f"{origin} holds a {type(raw).__name__}, not a mapping of keys; see catalogs/*.yaml")
-    raw = dict(raw)
+    from geosdm._yaml import read_yaml
+
+    raw = read_yaml(path, what="source definition")
+    if not raw:
+        raise InputError(f"source definition {origin!r} is empty; see catalogs/*.yaml")
     raw.setdefault("name", path.stem)
     if overrides:
         raw = _deep_merge(raw, overrides)

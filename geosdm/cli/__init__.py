@@ -7,12 +7,30 @@ prints a summary. Nothing in the library imports this package.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 __all__ = ["app"]
 
-app = typer.Typer(help="geosdm: species distribution and interaction maps from STAC datacubes.", no_args_is_help=True)
+
+class _Group(TyperGroup):
+    """The top-level command group: geosdm's own errors (bad input, missing data, grid problems) end the command
+    with their message and exit code 1, not a traceback; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        from geosdm.errors import GeoSDMError
+
+        try:
+            return super().invoke(ctx)
+        except GeoSDMError as err:
+            typer.secho(f"error: {type(err).__name__}: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(help="geosdm: species distribution and interaction maps from STAC datacubes.", no_args_is_help=True,
+                  cls=_Group)
 
 
 @app.callback()

@@ -95,7 +95,8 @@ def run(
         report = run_interactions(cfg, client=client, progress=progress, overwrite=overwrite)
     console = Console()
     w, m = report.write, report.match
-    console.print(f"[bold]interactions[/bold] {w.path}: {m['edges_kept']} interactions ({m['edges_dropped']} dropped), "
+    console.print(f"[bold]interactions[/bold] {w.path}: {m['edges_kept']} interactions ({m['edges_dropped']} dropped, "
+                  f"{m['edges_merged']} duplicate rows merged), "
                   f"{w.n_tiles} tiles ({w.n_resumed} resumed), variables {', '.join(report.variables)}")
     if m["unmatched_nodes"]:
         console.print(f"[yellow]unmatched network nodes ({len(m['unmatched_nodes'])}):[/yellow] "
@@ -149,5 +150,5 @@ def network(
     if "match" in out:
         m = out["match"]
         c.print(f"matched {m['matched_nodes']} nodes {m['matched_by']}; {m['edges_kept']} interactions kept, "
-                f"{m['edges_dropped']} dropped; unmatched nodes {len(m['unmatched_nodes'])}: "
+                f"{m['edges_dropped']} dropped, {m['edges_merged']} duplicate rows merged; unmatched nodes {len(m['unmatched_nodes'])}: "
                 f"{m['unmatched_nodes'][:10]}")

@@ -71,6 +71,7 @@ class Network:
     nodes: pd.DataFrame
     edges: pd.DataFrame
     name: str = ""
+    merged_edges: int = 0  # duplicate rows of the edge table merged into one edge each (weights summed)
 
     @property
     def species(self) -> list[str]:
@@ -114,7 +115,7 @@ class Network:
         keep = set(species)
         nodes = self.nodes[self.nodes["species"].isin(keep)].reset_index(drop=True)
         edges = self.edges[self.edges["source"].isin(keep) & self.edges["target"].isin(keep)].reset_index(drop=True)
-        return Network(nodes, edges, self.name)
+        return Network(nodes, edges, self.name, self.merged_edges)
 
     def rename(self, mapping: Mapping[str, str]) -> Network:
         """The network with node names replaced by ``mapping`` (names not in it are kept)."""
@@ -123,7 +124,7 @@ class Network:
         edges = self.edges.copy()
         for c in ("source", "target"):
             edges[c] = edges[c].map(lambda s: mapping.get(s, s))
-        return Network(nodes, edges, self.name)
+        return Network(nodes, edges, self.name, self.merged_edges)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class NetworkMatch:
             "matched_nodes": len(self.mapping), "matched_by": pd.Series(self.how).value_counts().to_dict(),
             "matched_roles": {str(k): int(v) for k, v in roles.items()},
             "edges_kept": int(len(self.network.edges)), "edges_dropped": int(len(self.dropped_edges)),
+            "edges_merged": int(self.network.merged_edges),
             "unmatched_nodes": list(self.unmatched_nodes), "unmatched_species": list(self.unmatched_species),
         }
 
@@ -268,7 +270,8 @@ def network_from_frames(
         dup = e.loc[e.duplicated(["source", "target"], keep=False), ["source", "target"]].head(3).values.tolist()
         raise InputError(f"{what}: pairs with several interaction types {dup}; keep one type per pair")
     if len(e) < n0:
-        log.info("%s: %d duplicate edges merged (weights summed)", what, n0 - len(e))
+        log.warning("%s: %d duplicate edge rows merged into %d edges (weights summed); reported as edges_merged",
+                    what, n0 - len(e), len(e))
     e = e.astype({"source": str, "target": str, "interaction": str})
     in_edges = list(dict.fromkeys([*e["source"], *e["target"]]))
     if nodes is None:
@@ -300,7 +303,7 @@ def network_from_frames(
                              "add them to the nodes file (with their role) or drop their edges")
         n = n[["species", "role", *[c for c in n.columns if c not in ("species", "role")]]].reset_index(drop=True)
         _check_direction(n, e, what)
-    return Network(n, e.reset_index(drop=True), name)
+    return Network(n, e.reset_index(drop=True), name, n0 - len(e))
 
 
 _RANK = {"plant": 0, "pest": 1, "enemy": 2}

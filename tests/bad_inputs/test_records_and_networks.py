@@ -1,0 +1,34 @@
+"""Bad inputs that used to pass silently: each gets a clear error, or a count in the report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from geosdm.errors import InputError
+from geosdm.interactions import match_species, network_from_frames
+from geosdm.records import read_records
+
+
+def test_records_without_a_species_column_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "obs.csv"
+    f.write_text("x,y,kind\n3.0,45.0,presence_only\n3.1,45.1,presence_only\n")
+    with pytest.raises(InputError, match=r"obs\.csv: no species column .*rename=") as err:
+        read_records(f, crs="EPSG:4326")
+    assert "scientificName" in str(err.value)
+    f.write_text("x,y\n3.0,45.0\n")
+    assert len(read_records(f, crs="EPSG:4326", kind="background")) == 1  # background has no species
+
+
+def test_duplicate_edges_are_counted_not_hidden(caplog: pytest.LogCaptureFixture) -> None:
+    edges = pd.DataFrame({"source": ["wheat", "wheat", "aphid"], "target": ["aphid", "aphid", "ladybird"]})
+    with caplog.at_level(logging.WARNING):
+        net = network_from_frames(edges)
+    assert len(net.edges) == 2 and net.merged_edges == 1
+    assert net.edges.set_index(["source", "target"]).loc[("wheat", "aphid"), "weight"] == 2.0
+    assert "1 duplicate edge rows merged" in caplog.text
+    summary = match_species(net, ["wheat", "aphid", "ladybird"]).summary()
+    assert summary["edges_merged"] == 1 and summary["edges_dropped"] == 0
