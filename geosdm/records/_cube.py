@@ -178,6 +178,8 @@ def group_by_block(
 
     Points are sorted once by block id, so each block is visited once with all of its points.
     """
+    if not len(rows):
+        return
     bi = np.searchsorted(row_edges, rows, side="right") - 1
     bj = np.searchsorted(col_edges, cols, side="right") - 1
     nbj = len(col_edges) - 1

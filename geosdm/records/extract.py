@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike
 from geosdm.errors import InputError
 from geosdm.records._coords import cell_index, pixel_coords, records_xy, transform_xy
 from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
-from geosdm.records.schema import check_records
+from geosdm.records.schema import check_records, crs_string
 
 __all__ = ["extract_at", "extract_bias", "extract_covariates"]
 
@@ -99,6 +99,14 @@ def _extract(src: CubeSource, gx: np.ndarray, gy: np.ndarray, method: Method) ->
     kinds = {v: categorical_kind(src.ds[v]) for v in names}
     row, col, inside = cell_index(src.geobox, gx, gy)
     idx_in = np.flatnonzero(inside)
+    if n and not len(idx_in):
+        lo, hi = (float(np.nanmin(gx)), float(np.nanmin(gy))), (float(np.nanmax(gx)), float(np.nanmax(gy)))
+        raise InputError(
+            f"none of the {n} points falls inside the cube's grid (points span x {lo[0]:.6g}..{hi[0]:.6g}, "
+            f"y {lo[1]:.6g}..{hi[1]:.6g} in {crs_string(src.geobox.crs)}; the grid covers "
+            f"{tuple(round(float(b), 6) for b in src.geobox.boundingbox)}); check the records' CRS and "
+            "coordinate order (lon/lat swapped?) or use the cube of their region"
+        )
     if len(idx_in) < n:
         log.info("%d of %d points lie outside the cube grid; their covariates are NaN", n - len(idx_in), n)
     dtype = np.result_type(np.float32, *(src.ds[v].dtype for v in names))

@@ -32,3 +32,22 @@ def test_duplicate_edges_are_counted_not_hidden(caplog: pytest.LogCaptureFixture
     assert "1 duplicate edge rows merged" in caplog.text
     summary = match_species(net, ["wheat", "aphid", "ladybird"]).summary()
     assert summary["edges_merged"] == 1 and summary["edges_dropped"] == 0
+
+
+def test_extracting_records_that_miss_the_cube_says_why(tmp_path: Path) -> None:
+    import numpy as np
+    import xarray as xr
+    from odc.geo.geobox import GeoBox
+
+    from geosdm.grid import grid_coords
+    from geosdm.records import extract_covariates
+
+    gbox = GeoBox.from_bbox((449_000, 6_562_000, 489_000, 6_602_000), "EPSG:2154", resolution=1_000)
+    cube = xr.Dataset({"bio01": (("y", "x"), np.ones(gbox.shape, "float32"))}, coords=grid_coords(gbox))
+    f = tmp_path / "far.csv"
+    f.write_text("species,decimalLongitude,decimalLatitude\na,-60.0,-30.0\nb,-61,-31\n")
+    with pytest.raises(InputError, match=r"none of the 2 points falls inside the cube's grid .*EPSG:2154.*swapped"):
+        extract_covariates(cube, read_records(f))
+    f.write_text("species,decimalLongitude,decimalLatitude\na,-60.0,-30.0\nb,0.0122,46.2807\n")  # one inside
+    out = extract_covariates(cube, read_records(f))
+    assert out["bio01"].isna().tolist() == [True, False]
