@@ -63,6 +63,43 @@ def cog_name(variable: str, layer: str | None = None) -> str:
     return f"{variable}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', layer)}.tif"
 
 
+def _partial_suffix() -> str:
+    """``.partial-<host>-<pid>-<random>``: a file being written, and by which process (to tell orphans)."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+    return f".partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_orphan_partials(folder: str, name: str) -> list[str]:
+    """Delete ``.<name>.partial-*`` files left in ``folder`` by writers on this host that no longer run (a
+    killed export); files of live processes or other hosts are kept. Returns the removed paths."""
+    import socket
+
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+    pattern = re.compile(rf"^\.{re.escape(name)}\.partial-{re.escape(host)}-(\d+)-[0-9a-f]+$")
+    removed = []
+    for entry in os.listdir(folder) if os.path.isdir(folder) else ():
+        m = pattern.match(entry)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # alive, another user's
+        path = os.path.join(folder, entry)
+        try:
+            os.remove(path)
+            removed.append(path)
+            log.warning("removed %s, left by an export that was killed", path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def _layer_dim(var: Any) -> str | None:
     """The leading dim of a ``(lead, y, x)`` variable (None for a single ``(y, x)`` map)."""
     if var.ndim == 2:
@@ -129,7 +166,9 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
                                 units=str(var.attrs.get("units", "1")))
             remote = "://" in dst
             final_dir = work if remote else os.path.dirname(os.path.abspath(dst))
-            tmp = os.path.join(final_dir, f".{os.path.basename(dst)}.partial-{uuid.uuid4().hex[:8]}")
+            if not remote:
+                remove_orphan_partials(final_dir, os.path.basename(dst))
+            tmp = os.path.join(final_dir, f".{os.path.basename(dst)}{_partial_suffix()}")
             try:
                 gdal_copy(tiles, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=blocksize, PREDICTOR="YES",
                           OVERVIEW_RESAMPLING=resampling.upper(), OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")

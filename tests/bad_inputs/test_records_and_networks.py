@@ -51,3 +51,24 @@ def test_extracting_records_that_miss_the_cube_says_why(tmp_path: Path) -> None:
     f.write_text("species,decimalLongitude,decimalLatitude\na,-60.0,-30.0\nb,0.0122,46.2807\n")  # one inside
     out = extract_covariates(cube, read_records(f))
     assert out["bio01"].isna().tolist() == [True, False]
+
+
+def test_a_killed_exports_partial_cog_is_removed_by_the_next_export(tmp_path: Path) -> None:
+    import os
+    import socket
+    import re
+    import subprocess
+    import sys
+
+    from geosdm.predict.cog import remove_orphan_partials
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
+    orphan = tmp_path / f".map.tif.partial-{host}-{dead.pid}-0123abcd"
+    live = tmp_path / f".map.tif.partial-{host}-{os.getpid()}-0123abcd"
+    other_host = tmp_path / f".map.tif.partial-elsewhere-{dead.pid}-0123abcd"
+    for f in (orphan, live, other_host):
+        f.write_bytes(b"half a COG")
+    assert remove_orphan_partials(str(tmp_path), "map.tif") == [str(orphan)]
+    assert live.exists() and other_host.exists() and not orphan.exists()
