@@ -285,13 +285,16 @@ def _explain(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argp
     cols = {v: pd_points[v].to_numpy() for v in covariates}
     follow = _followers(cols, np.arange(len(pd_points)), covariates, linked, [land_cover], {})
 
+    true_cols = {u: X_all[u].to_numpy()[: len(pd_points)] for u in X_all.columns}
+
     def truth_pd(sp: dict[str, Any], v: str, grid: np.ndarray) -> np.ndarray:
-        """The truth's own partial dependence under the same on-manifold intervention as the model's."""
+        """The truth's own partial dependence under the same on-manifold intervention as the model's, on the
+        true covariate values (all of them: drivers the filter dropped included)."""
         k = len(grid)
-        batch = {u: np.tile(cols[u].astype(np.float32), k) for u in covariates}
+        batch = {u: np.tile(true_cols[u].astype(np.float32), k) for u in true_cols}
         batch[v] = np.repeat(grid.astype(np.float32), len(pd_points))
         if v in follow:
-            _move(batch, v, follow[v], cols[v], k)
+            _move(batch, v, follow[v], true_cols[v], k)
         total = truth_model.decision_function(batch)[:, truth_model.species_.index(sp["name"])]
         return total.reshape(k, len(pd_points)).mean(axis=1)
 
