@@ -17,7 +17,7 @@ import logging
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,8 @@ from odc.geo.geobox import GeoBox
 from geosdm.errors import DataSourceError, InputError
 from geosdm.grid import grid_coords
 
-__all__ = ["CubeStore", "open_cube", "VariableSpec", "fingerprint", "quiet_zarr", "raw_readable", "read_window"]
+__all__ = ["CubeStore", "open_cube", "VariableSpec", "fingerprint", "missing_shards", "quiet_zarr", "raw_readable",
+           "read_window"]
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +200,16 @@ class CubeStore:
         import zarr
 
         store = self._zarr_store()
+        nonempty = []
         with quiet_zarr():
             for name, data in arrays.items():
                 arr = zarr.open_array(store, path=name, mode="r+", zarr_format=3)
                 arr[(Ellipsis, slices[0], slices[1])] = data
-        self._mark(index, info)
+                if _holds_data(data, arr.fill_value):
+                    nonempty.append(name)
+        # which shards hold data: Zarr does not store an all-fill shard, so only the marker tells a missing
+        # shard (deleted, lost) from an empty one (see missing_shards)
+        self._mark(index, {**dict(info or {}), "nonempty": nonempty})
 
     def _mark(self, index: tuple[int, int], info: Mapping[str, Any] | None) -> None:
         """Write a tile's marker atomically: a kill never leaves a partial marker that a resume would trust.
@@ -269,6 +275,48 @@ def open_cube(path: str, *, storage_options: dict[str, Any] | None = None, chunk
             dims = next(v.dims for v in ds.data_vars.values() if v.encoding.get("shards") == shard)
             ds = ds.chunk(dict(zip(dims, shard)))
     return ds
+
+
+def _holds_data(data: np.ndarray, fill: Any) -> bool:
+    """Whether ``data`` has a value other than the array's fill value (NaN fill: any finite value)."""
+    a = np.asarray(data)
+    if fill is None:
+        return bool(a.size)
+    if a.dtype.kind == "f" and np.isnan(fill):
+        return bool(np.isfinite(a).any())
+    return bool((a != fill).any())
+
+
+def missing_shards(path: str, variables: Sequence[str], *,
+                   storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, int]]]:
+    """(variable, tile) pairs whose shard a tile's marker says was written with data but that the store lacks.
+
+    Reading such a shard would silently give the fill value (NaN: a hole in every map made from it). Stores
+    without markers, and markers written before they listed their variables, are not checked.
+    """
+    path = str(path).rstrip("/")
+    fs, root = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
+    progress = root + ".progress"
+    if not fs.exists(progress):
+        return []
+    markers = [str(m) for m in fs.ls(progress, detail=False) if str(m).rsplit("/", 1)[-1].startswith("tile_")
+               and str(m).endswith(".json")]
+    if not markers:
+        return []
+    expected: dict[str, list[tuple[int, int]]] = {str(v): [] for v in variables}
+    for raw in fs.cat(markers).values():  # concurrent GETs on object stores
+        info = json.loads(raw)
+        for v in info.get("nonempty", ()):
+            if v in expected:
+                expected[v].append((int(info["index"][0]), int(info["index"][1])))
+    missing = []
+    for v, tiles in expected.items():
+        if not tiles:
+            continue
+        base = f"{root}/{v}/c"
+        have = {"/".join(str(k).rsplit("/", 2)[-2:]) for k in fs.find(base)} if fs.exists(base) else set()
+        missing += [(v, t) for t in sorted(tiles) if f"{t[0]}/{t[1]}" not in have]
+    return missing
 
 
 def fingerprint(obj: Any) -> str:

@@ -92,6 +92,8 @@ def open_input(cube: xr.Dataset | str | PathLike[str], variables: tuple[str, ...
                                      storage_options=dict(storage_options) if storage_options else None)
         except FileNotFoundError as err:
             raise DataSourceError(f"no cube at {path!r}; build it first (geosdm cube build) or fix the path") from err
+    if path is not None:
+        _check_shards(path, [v for v in variables if v in ds.data_vars], storage_options)
     missing = [v for v in variables if v not in ds.data_vars]
     if missing:
         raise MissingVariableError(
@@ -151,6 +153,23 @@ def with_halo(stacked: da.Array, halo: int) -> da.Array:
             f"edge tiles of at least {halo} cells (grid {stacked.shape[1]} x {stacked.shape[2]})"
         )
     return da.overlap.overlap(stacked, depth={0: 0, 1: halo, 2: halo}, boundary={0: "none", 1: np.nan, 2: np.nan})
+
+
+def _check_shards(path: str, variables: list[str], storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse a cube whose build wrote shards that are gone: reading them would give NaN, a silent hole."""
+    from geosdm.errors import DataSourceError
+    from geosdm.io.zarr import missing_shards
+
+    lost = missing_shards(path, variables, storage_options=storage_options)
+    if lost:
+        names = sorted({v for v, _ in lost})
+        v, (iy, ix) = lost[0]
+        raise DataSourceError(
+            f"cube {path!r} lacks {len(lost)} shard(s) its build wrote, of {names} (first: {v!r} tile {iy}, {ix}: "
+            f"{path}/{v}/c/{iy}/{ix}); predicting would leave holes there. Rebuild those tiles: delete "
+            f"{path}.progress/tile_{iy:04d}_{ix:04d}.json (and the other lost tiles' markers) and rerun "
+            "'geosdm cube build', or rebuild with --overwrite"
+        )
 
 
 def georeferenced(out: xr.Dataset) -> xr.Dataset:

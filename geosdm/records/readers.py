@@ -172,12 +172,6 @@ def records_from_frame(
             f"{source}: has a value column but no 'kind' column; pass kind='presence_only', "
             "'presence_absence' or 'count' (or add a 'kind' column)"
         )
-    if "species" not in out.columns and not (out["kind"].astype(str) == "background").all():
-        raise InputError(
-            f"{source}: no species column among {list(frame.columns)}, so no record could be kept; name it "
-            f"{' / '.join(ALIASES['species'][:3])} or pass rename={{'<column>': 'species'}} (only background points "
-            "come without a species: kind='background')"
-        )
     if "value" not in out.columns:
         out["value"] = np.where(out["kind"].astype(str) == "background", 0.0, 1.0)
     if "dataset" not in out.columns:

@@ -186,7 +186,15 @@ def validate_records(
         reason[mask & (reason == "")] = name
 
     kind = records["kind"].astype(str).to_numpy()
-    mark(records["species"].isna().to_numpy() & (kind != "background"), "missing_species")
+    no_species = records["species"].isna().to_numpy() & (kind != "background")
+    if no_species.any() and no_species.sum() == (kind != "background").sum():
+        raise InputError(
+            f"none of the {int(no_species.sum())} observation records has a species name, so every one would be "
+            "dropped: the source has no species column under a known name (species, scientificName, taxon ...); "
+            "rename it (read_records(rename={'<column>': 'species'})) or, for one column per species, use "
+            "species_columns"
+        )
+    mark(no_species, "missing_species")
     mark(_invalid_value(records), "invalid_value")
 
     x = records["x"].to_numpy(dtype="float64").copy()

@@ -14,13 +14,16 @@ from geosdm.records import read_records
 
 
 def test_records_without_a_species_column_are_refused(tmp_path: Path) -> None:
+    from geosdm.records import validate_records
+
     f = tmp_path / "obs.csv"
     f.write_text("x,y,kind\n3.0,45.0,presence_only\n3.1,45.1,presence_only\n")
-    with pytest.raises(InputError, match=r"obs\.csv: no species column .*rename=") as err:
-        read_records(f, crs="EPSG:4326")
+    with pytest.raises(InputError, match=r"none of the 2 observation records has a species name.*rename=") as err:
+        validate_records(read_records(f, crs="EPSG:4326"))
     assert "scientificName" in str(err.value)
     f.write_text("x,y\n3.0,45.0\n")
-    assert len(read_records(f, crs="EPSG:4326", kind="background")) == 1  # background has no species
+    valid, report = validate_records(read_records(f, crs="EPSG:4326", kind="background"))
+    assert len(valid) == 1  # background points have no species
 
 
 def test_duplicate_edges_are_counted_not_hidden(caplog: pytest.LogCaptureFixture) -> None:
