@@ -70,6 +70,8 @@ __all__ = [
     "odc_stac_config",
     "resampling_config",
     "odc_load_kwargs",
+    "allowed_roots",
+    "check_local_hrefs",
     "http_timeouts",
 ]
 
@@ -296,6 +298,43 @@ def read_items(path: str | PathLike[str], *, href_base: str | None = None) -> li
     return items
 
 
+def allowed_roots(root: str | PathLike[str]) -> list[Path]:
+    """Folders the local asset hrefs of a catalog file in folder ``root`` may point into: the folder above it
+    (the data root that holds the catalog folder and its data folders, e.g. ``demo/stac`` and ``demo/cogs``),
+    plus those listed in ``GEOSDM_ALLOWED_ROOTS`` (``os.pathsep``-separated, e.g. ``/data/rasters:/scratch``)."""
+    extra = [Path(r).resolve() for r in os.environ.get("GEOSDM_ALLOWED_ROOTS", "").split(os.pathsep) if r.strip()]
+    return [Path(root).resolve().parent, *extra]
+
+
+def check_local_hrefs(items: Iterable[pystac.Item], root: str | PathLike[str], *, origin: str) -> None:
+    """Refuse Items read from a user's file whose assets point at local files outside :func:`allowed_roots`
+    (``file:///etc/passwd``, ``../../`` out of the catalog's data root): a shared or downloaded catalog must not make a run
+    read, and copy into its outputs, files it was never meant to see. Remote hrefs are not affected.
+
+    Raises
+    ------
+    InputError
+        Names the Item, the asset, the href and the roots allowed.
+    """
+    roots = allowed_roots(root)
+    for item in items:
+        for key, asset in item.assets.items():
+            href = asset.get_absolute_href() or asset.href
+            if href.startswith("file://"):
+                local = href[len("file://"):]
+            elif "://" in href or href.startswith("/vsi"):
+                continue
+            else:
+                local = href
+            target = Path(local).resolve()
+            if not any(target == r or r in target.parents for r in roots):
+                raise InputError(
+                    f"{origin}: item {item.id!r} asset {key!r} points at {href!r}, outside the catalog's data root "
+                    f"{str(roots[0])!r}; keep local assets under it, or allow their folder with "
+                    "GEOSDM_ALLOWED_ROOTS=/path/to/rasters"
+                )
+
+
 def _keep_local_hrefs(item: pystac.Item) -> None:
     """Demote a remote ``self`` link when assets are local paths, so pystac/odc-stac do not resolve them
     against the remote host (pystac treats '/data/x.tif' as relative to an https self href)."""
@@ -369,6 +408,7 @@ def items_from_static_catalog(
         items = read_items(p)
     kept = filter_items(items, collection=collection, bbox=bbox, datetime=datetime, max_cloud=max_cloud,
                         cloud_property=cloud_prop)  # fmt: skip
+    check_local_hrefs(kept, p.resolve().parent, origin=str(p))
     if not kept:
         have = sorted({i.collection_id or "?" for i in items})
         raise EmptySearchError(
