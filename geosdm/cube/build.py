@@ -198,68 +198,69 @@ def build_cube(
         "geosdm:tile_shape": list(config.output.tile_shape),
         "geosdm:config": redact(config.model_dump(mode="json", exclude={"output": {"storage_options"}})),
     }
-    store.create(variables, attrs=attrs, fingerprint=fp, overwrite=overwrite)
-    all_tiles = list(tiles(gbox, config.output.tile_shape))
-    done = store.done_tiles()
-    todo = [t for t in all_tiles if t.index not in done]
-    log.info("cube %s: %d tiles, %d already done", config.output.path, len(all_tiles), len(done))
-    if client is None:
-        bar = _bar(len(all_tiles), len(done), progress)
-        if config.threads > 1 and all(p.source.kind in RASTER_KINDS for p in plans):
-            # windowed reads + GDAL warps release the GIL: run `threads` tiles at once (STAC tiles instead
-            # parallelise inside the tile, over Items and bands)
-            from concurrent.futures import ThreadPoolExecutor
+    with store.writer():  # one writer per output: a second run waits for none and is refused
+        store.create(variables, attrs=attrs, fingerprint=fp, overwrite=overwrite)
+        all_tiles = list(tiles(gbox, config.output.tile_shape))
+        done = store.done_tiles()
+        todo = [t for t in all_tiles if t.index not in done]
+        log.info("cube %s: %d tiles, %d already done", config.output.path, len(all_tiles), len(done))
+        if client is None:
+            bar = _bar(len(all_tiles), len(done), progress)
+            if config.threads > 1 and all(p.source.kind in RASTER_KINDS for p in plans):
+                # windowed reads + GDAL warps release the GIL: run `threads` tiles at once (STAC tiles instead
+                # parallelise inside the tile, over Items and bands)
+                from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(config.threads) as pool:
-                for _ in pool.map(lambda t: _run_tile(t, plans, store, config.backend, config.retries, 1), todo):
+                with ThreadPoolExecutor(config.threads) as pool:
+                    for _ in pool.map(lambda t: _run_tile(t, plans, store, config.backend, config.retries, 1), todo):
+                        bar.update(1)
+            else:
+                for t in todo:
+                    _run_tile(t, plans, store, config.backend, config.retries, config.threads)
                     bar.update(1)
+            bar.close()
         else:
-            for t in todo:
-                _run_tile(t, plans, store, config.backend, config.retries, config.threads)
-                bar.update(1)
-        bar.close()
-    else:
-        from dask.distributed import as_completed
+            from dask.distributed import as_completed
 
-        plans_f = client.scatter(plans, broadcast=True)
-        futures = [
-            client.submit(_run_tile, t, plans_f, store, config.backend, config.retries, 1, key=f"cube-tile-{fp}-{t.index[0]}-{t.index[1]}", pure=False)
-            for t in todo
-        ]
-        bar = _bar(len(all_tiles), len(done), progress)
-        for fut in as_completed(futures):
-            fut.result()
-            bar.update(1)
-        bar.close()
-    infos = store.tile_infos()
-    failures: dict[str, list[dict[str, str]]] = {}
-    gaps: dict[str, dict[str, list[float]]] = {}
-    used: dict[str, set[str]] = {}
-    for info in infos:
-        for src, fl in info.get("failures", {}).items():
-            failures.setdefault(src, []).extend(fl)
-        for src, per in info.get("gap_fraction", {}).items():
-            for period, frac in per.items():
-                gaps.setdefault(src, {}).setdefault(period, []).append(frac)
-        for src, ids in info.get("items", {}).items():
-            used.setdefault(src, set()).update(ids)
-    report = BuildReport(
-        path=config.output.path,
-        variables=names,
-        n_tiles=len(all_tiles),
-        n_skipped=len(done),
-        seconds=round(time.perf_counter() - t0, 3),
-        items={k: len(v) for k, v in used.items()},
-        failures={k: _unique(v) for k, v in failures.items()},
-        gap_fraction={s: {p: float(np.mean(v)) for p, v in per.items()} for s, per in gaps.items()},
-    )
-    if report.failures:
-        log.warning("items that could not be read were left out and are listed in the report: %s", report.failures)
-    store.fs.makedirs(store.progress_path, exist_ok=True)
-    with store.fs.open(f"{store.progress_path}/report.json", "w") as f:
-        f.write(report.to_json())
-    store.finalize({"geosdm:failed_items": report.failures, "geosdm:gap_fraction": report.gap_fraction})
-    return report
+            plans_f = client.scatter(plans, broadcast=True)
+            futures = [
+                client.submit(_run_tile, t, plans_f, store, config.backend, config.retries, 1, key=f"cube-tile-{fp}-{t.index[0]}-{t.index[1]}", pure=False)
+                for t in todo
+            ]
+            bar = _bar(len(all_tiles), len(done), progress)
+            for fut in as_completed(futures):
+                fut.result()
+                bar.update(1)
+            bar.close()
+        infos = store.tile_infos()
+        failures: dict[str, list[dict[str, str]]] = {}
+        gaps: dict[str, dict[str, list[float]]] = {}
+        used: dict[str, set[str]] = {}
+        for info in infos:
+            for src, fl in info.get("failures", {}).items():
+                failures.setdefault(src, []).extend(fl)
+            for src, per in info.get("gap_fraction", {}).items():
+                for period, frac in per.items():
+                    gaps.setdefault(src, {}).setdefault(period, []).append(frac)
+            for src, ids in info.get("items", {}).items():
+                used.setdefault(src, set()).update(ids)
+        report = BuildReport(
+            path=config.output.path,
+            variables=names,
+            n_tiles=len(all_tiles),
+            n_skipped=len(done),
+            seconds=round(time.perf_counter() - t0, 3),
+            items={k: len(v) for k, v in used.items()},
+            failures={k: _unique(v) for k, v in failures.items()},
+            gap_fraction={s: {p: float(np.mean(v)) for p, v in per.items()} for s, per in gaps.items()},
+        )
+        if report.failures:
+            log.warning("items that could not be read were left out and are listed in the report: %s", report.failures)
+        store.fs.makedirs(store.progress_path, exist_ok=True)
+        with store.fs.open(f"{store.progress_path}/report.json", "w") as f:
+            f.write(report.to_json())
+        store.finalize({"geosdm:failed_items": report.failures, "geosdm:gap_fraction": report.gap_fraction})
+        return report
 
 
 def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:

@@ -262,38 +262,39 @@ def write_layers(
     fp = fingerprint({"identity": dict(identity) if identity is not None else dask.base.tokenize(ds),
                       "config": config})
     store = CubeStore(str(path), gbox, tile, chunk_shape, storage_options)
-    store.create(_specs(ds, per, chunk_shape or tile), attrs={"Conventions": "CF-1.8", **dict(attrs or {}), "geosdm:tile_shape": list(tile)},
-                 fingerprint=fp, overwrite=overwrite, coords=_lead_coords(ds))
-    ychunks, xchunks = ds.chunks["y"], ds.chunks["x"]
-    y0s, x0s = np.cumsum((0, *ychunks)), np.cumsum((0, *xchunks))
-    # unoptimised: variables computed by one task (e.g. probability and log-intensity) must keep sharing it
-    blocks = {n: ds[n].data.to_delayed(optimize_graph=False) for n in names}  # (1,) * n_lead + (nby, nbx)
-    store_key = dask.delayed(store, name=f"geosdm-store-{fp}", traverse=False)
-    write = dask.delayed(_write_tile, pure=False)
-    done = store.done_tiles()
-    nby, nbx = len(ychunks), len(xchunks)
-    todo = []
-    for iy in range(nby):
-        for ix in range(nbx):
-            if (iy, ix) in done:
-                continue
-            tile_blocks = {n: b.reshape(-1, nby, nbx)[0, iy, ix] for n, b in blocks.items()}
-            slices = (slice(int(y0s[iy]), int(y0s[iy + 1])), slice(int(x0s[ix]), int(x0s[ix + 1])))
-            todo.append(write(store_key, (iy, ix), slices, tile_blocks, per, scratch,
-                              dask_key_name=f"geosdm-write-{fp}-{iy}-{ix}"))
-    n_tasks = len(set().union(*(ds[n].data.__dask_graph__().keys() for n in names)))
-    log.info("%s: %d tiles, %d already done", store.path, nby * nbx, len(done))
-    layers = sum(int(np.prod(ds[n].shape[:-2])) for n in names)
-    meta = {"layers": layers, "n_tiles": nby * nbx, "n_resumed": len(done),
-            "pixels": int(gbox.shape[0] * gbox.shape[1]), "fingerprint": fp,
-            "model_hash": str((attrs or {}).get("geosdm:model_hash", "")),
-            "tasks_per_tile": round(n_tasks / (nby * nbx) + 1, 2)}
-    if not compute:
-        return dask.delayed(_finish, pure=False)(store, meta, t0, bool(done), *todo)
-    with connect(client) as c:
-        counts = run_tasks(todo, client=c, progress=progress, total=nby * nbx, initial=len(done), desc=desc,
-                           batch=tiles_per_graph)
-    return _finish(store, meta, t0, bool(done), *counts)
+    with store.writer():  # one writer per output: a second run waits for none and is refused
+        store.create(_specs(ds, per, chunk_shape or tile), attrs={"Conventions": "CF-1.8", **dict(attrs or {}), "geosdm:tile_shape": list(tile)},
+                     fingerprint=fp, overwrite=overwrite, coords=_lead_coords(ds))
+        ychunks, xchunks = ds.chunks["y"], ds.chunks["x"]
+        y0s, x0s = np.cumsum((0, *ychunks)), np.cumsum((0, *xchunks))
+        # unoptimised: variables computed by one task (e.g. probability and log-intensity) must keep sharing it
+        blocks = {n: ds[n].data.to_delayed(optimize_graph=False) for n in names}  # (1,) * n_lead + (nby, nbx)
+        store_key = dask.delayed(store, name=f"geosdm-store-{fp}", traverse=False)
+        write = dask.delayed(_write_tile, pure=False)
+        done = store.done_tiles()
+        nby, nbx = len(ychunks), len(xchunks)
+        todo = []
+        for iy in range(nby):
+            for ix in range(nbx):
+                if (iy, ix) in done:
+                    continue
+                tile_blocks = {n: b.reshape(-1, nby, nbx)[0, iy, ix] for n, b in blocks.items()}
+                slices = (slice(int(y0s[iy]), int(y0s[iy + 1])), slice(int(x0s[ix]), int(x0s[ix + 1])))
+                todo.append(write(store_key, (iy, ix), slices, tile_blocks, per, scratch,
+                                  dask_key_name=f"geosdm-write-{fp}-{iy}-{ix}"))
+        n_tasks = len(set().union(*(ds[n].data.__dask_graph__().keys() for n in names)))
+        log.info("%s: %d tiles, %d already done", store.path, nby * nbx, len(done))
+        layers = sum(int(np.prod(ds[n].shape[:-2])) for n in names)
+        meta = {"layers": layers, "n_tiles": nby * nbx, "n_resumed": len(done),
+                "pixels": int(gbox.shape[0] * gbox.shape[1]), "fingerprint": fp,
+                "model_hash": str((attrs or {}).get("geosdm:model_hash", "")),
+                "tasks_per_tile": round(n_tasks / (nby * nbx) + 1, 2)}
+        if not compute:
+            return dask.delayed(_finish, pure=False)(store, meta, t0, bool(done), *todo)
+        with connect(client) as c:
+            counts = run_tasks(todo, client=c, progress=progress, total=nby * nbx, initial=len(done), desc=desc,
+                               batch=tiles_per_graph)
+        return _finish(store, meta, t0, bool(done), *counts)
 
 
 def _finish(store: CubeStore, meta: Mapping[str, Any], t0: float, resumed: bool, *counts: int) -> WriteReport:

@@ -50,6 +50,19 @@ class VariableSpec:
     zstd_level: int | None = None  # Zstandard level of the inner chunks (None: zarr's default)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
@@ -110,6 +123,60 @@ class CubeStore:
         return f"{self.progress_path}/tile_{index[0]:04d}_{index[1]:04d}.json"
 
     # --------------------------------------------------------------------------------------- lifecycle
+    @property
+    def lock_path(self) -> str:
+        return self.path + ".lock"
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the output's writer lock (``<path>.lock``: host, pid, start) while a run writes it.
+
+        A second run pointed at the same output (also with ``overwrite``, which would delete what the first
+        is writing) is refused with the holder named; a lock left by a dead process on this host is taken
+        over. On object stores, which have no atomic create here, no lock is taken (documented limit).
+        """
+        fs = self.fs
+        if not _is_local(fs):
+            yield
+            return
+        import socket
+        import time as _time
+
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": _time.strftime("%Y-%m-%dT%H:%M:%S")}
+        path = self.lock_path
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    with open(path) as f:
+                        held = json.load(f)
+                except (OSError, ValueError):
+                    held = {}
+                if held.get("host") == me["host"] and not _alive(int(held.get("pid", -1))):
+                    log.warning("%s: taking over the lock of pid %s, which no longer runs", self.path, held.get("pid"))
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:
+                        pass
+                    continue
+                raise InputError(
+                    f"output {self.path!r} is being written by another run (pid {held.get('pid', '?')} on "
+                    f"{held.get('host', '?')}, since {held.get('started', '?')}); wait for it to finish or write "
+                    f"elsewhere. If no such run exists, delete {path!r}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        try:
+            yield
+        finally:
+            try:
+                os.remove(path)
+            except FileNotFoundError:
+                pass
+
     def exists(self) -> bool:
         return self.fs.exists(f"{self.path}/zarr.json")
 
