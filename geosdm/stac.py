@@ -662,7 +662,31 @@ def asset_scale_offset(item: pystac.Item, asset: str) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------- hooks
 
 
+#: Signing hooks a catalog file or pipeline may name by string (a configuration must not make geosdm import
+#: arbitrary code); packages add theirs as entry points in the ``geosdm.signers`` group, and Python callers can
+#: pass any callable.
+SIGNERS: frozenset[str] = frozenset({"planetary_computer:sign_inplace", "planetary_computer:sign"})
+
+
+def registered_signers() -> dict[str, str]:
+    """Names a string ``sign:`` may use -> ``module:function``: :data:`SIGNERS` and ``geosdm.signers`` entry points."""
+    from importlib.metadata import entry_points
+
+    out = {s: s for s in SIGNERS}
+    for ep in entry_points(group="geosdm.signers"):
+        out[ep.name] = ep.value
+    return out
+
+
 def _resolve_hook(spec: str) -> SignHook:
+    known = registered_signers()
+    if spec not in known:
+        raise InputError(
+            f"sign hook {spec!r} is not a registered signer ({sorted(known)}); a configuration may only name "
+            "registered ones: register yours as an entry point in the 'geosdm.signers' group, or pass the "
+            "function itself from Python (sign=my_hook)"
+        )
+    spec = known[spec]
     module, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
     if not module or not attr:
         raise InputError(f"sign hook {spec!r} is not 'module:function' (e.g. 'planetary_computer:sign_inplace')")

@@ -268,19 +268,29 @@ def _sign_copy(item: pystac.Item) -> pystac.Item:
     return out
 
 
-def test_sign_hooks(caplog):
+def test_sign_hooks(caplog, monkeypatch):
+    import geosdm.stac as stac
+
     items = [_item("s")]
     calls = []
     inplace = lambda it: calls.append(it.id)  # noqa: E731
     assert sign_items(items, inplace)[0] is items[0] and calls == ["s"]
     assert sign_items(items, _sign_copy)[0].assets["B04"].href.endswith("?sig=copy")
+    # a configuration names only registered signers: it must not make geosdm import arbitrary code
+    for spec in ("tests.test_stac:_sign_copy", "os:system", "sign_inplace"):
+        with pytest.raises(InputError, match="is not a registered signer .*geosdm.signers"):
+            sign_items(items, spec)
+    monkeypatch.setattr(stac, "SIGNERS", stac.SIGNERS | {"tests.test_stac:_sign_copy", "tests.test_stac._sign_copy",
+                                                         "no_such_module_xyz:sign", "tests.test_stac:nothing"})
     assert sign_items(items, "tests.test_stac:_sign_copy")[0].assets["B04"].href.endswith("?sig=copy")
     assert sign_items(items, "tests.test_stac._sign_copy")[0].assets["B04"].href.endswith("?sig=copy")
     with pytest.raises(InputError, match="cannot be imported"):
         sign_items(items, "no_such_module_xyz:sign")
-    with pytest.raises(InputError, match="is not 'module:function'"):
-        sign_items(items, "sign_inplace")
-    src = _s2_source(sign="no_such_module_xyz:sign_inplace")
+    with pytest.raises(InputError, match="has no callable 'nothing'"):
+        sign_items(items, "tests.test_stac:nothing")
+    with pytest.raises(InputError, match="is not a registered signer"):
+        prepare_items(items, _s2_source(sign="no_such_module_xyz:sign_inplace"))
+    src = _s2_source(sign="planetary_computer:sign_inplace")  # registered, not installed here
     with caplog.at_level(logging.WARNING, logger="geosdm.stac"):
         [got] = prepare_items(items, src)  # the source's hook is optional: warn, stay unsigned
     assert "not installed" in caplog.text and "?sig" not in got.assets["B04"].href
