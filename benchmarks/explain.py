@@ -211,6 +211,9 @@ def _explain(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argp
     cells = rng.choice(valid, size=min(args.points, valid.size), replace=False)
     X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
     X_all = pd.DataFrame({v: truth_grid[v].values.ravel()[cells] for v in all_covariates if v in truth_grid})
+    for v in covariates:  # built-only layers (e.g. NBR): no species responds to them, the truth model just reads them
+        if v not in X_all:
+            X_all[v] = X[v].to_numpy()
 
     truth_model = TrueModel.from_layout(layout, covariates=covariates)
     scored = {"scoring": args.scoring, "scale": args.scale, "area": truth_model.area_unit_m2_,
