@@ -99,6 +99,8 @@ def test_cli_previews_the_filter_on_a_training_table(tmp_path: Path) -> None:
 
     table = pd.concat([_frame(300).assign(kind="background"), _frame(50, seed=1).assign(kind="presence_only")])
     table["fold"], table["bias"] = 0, 1.0
+    # gridding and Darwin Core columns are numeric but never covariates (row/col once passed for them)
+    table["row"], table["col"], table["visit"], table["coordinateUncertaintyInMeters"] = 1, 2, 1, 30.0
     path = tmp_path / "t.parquet"
     table.to_parquet(path)
     runner = CliRunner()

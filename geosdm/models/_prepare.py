@@ -18,17 +18,14 @@ import pandas as pd
 from geosdm.errors import DataGapWarning, InputError
 from geosdm.models._features import FeatureEncoder, check_columns, is_categorical
 from geosdm.models._sites import DatasetSpec, Sites, build_sites, site_records
+from geosdm.records.schema import NON_COVARIATES
 
 __all__ = ["Prepared", "RESERVED", "detect_covariates", "prepare", "sites_from_frames", "validation_mask"]
 
 log = logging.getLogger(__name__)
 
 #: Columns that are never covariates (records schema, bookkeeping and site columns).
-RESERVED = frozenset({
-    "species", "x", "y", "crs", "kind", "value", "plot_id", "plot_area_m2", "effort", "date", "dataset",
-    "row", "col", "fold", "n_records", "n_plots", "visit", "siteid", "group", "record", "row0", "family",
-    "occurrenceID", "basisOfRecord", "coordinateUncertaintyInMeters", "countryCode", "gbifID",
-})
+RESERVED = NON_COVARIATES
 
 
 @dataclass

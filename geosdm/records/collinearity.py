@@ -221,10 +221,10 @@ def select_training_covariates(table: pd.DataFrame, covariates: Sequence[str] | 
     -------
     >>> sel = select_training_covariates(pd.read_parquet("training.parquet"), prefer=["bio*"], exclude=["bias"])
     """
-    from geosdm.records.schema import COLUMNS
+    from geosdm.records.schema import NON_COVARIATES
 
     if covariates is None:
-        reserved = set(COLUMNS) | {"fold", *exclude}
+        reserved = set(NON_COVARIATES) | set(exclude)
         covariates = [str(c) for c in table.columns if c not in reserved and pd.api.types.is_numeric_dtype(table[c])
                       and not pd.api.types.is_bool_dtype(table[c])]
     rows = table[table["kind"].astype(str) == "background"] if "kind" in table.columns else table

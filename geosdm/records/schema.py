@@ -39,6 +39,7 @@ from geosdm.errors import InputError, MissingVariableError
 
 __all__ = [
     "COLUMNS",
+    "NON_COVARIATES",
     "DTYPES",
     "KINDS",
     "KIND_DTYPE",
@@ -68,6 +69,13 @@ COLUMNS: Final[dict[str, str]] = {
     "date": "observation date (UTC, tz-naive)",
     "dataset": "source data set name or key",
 }
+
+#: Columns of records and training tables that are never covariates: the schema, gridding and site bookkeeping,
+#: folds and the Darwin Core columns readers keep (``row``/``col`` would otherwise pass for numeric covariates).
+NON_COVARIATES: Final[frozenset[str]] = frozenset({
+    *COLUMNS, "row", "col", "fold", "n_records", "n_plots", "visit", "siteid", "group", "record", "row0", "family",
+    "occurrenceID", "basisOfRecord", "coordinateUncertaintyInMeters", "countryCode", "gbifID",
+})
 
 DTYPES: Final[dict[str, Any]] = {
     "species": pd.StringDtype(),
