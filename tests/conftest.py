@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.demo",
     "tests.fixtures.services",
     "tests.fixtures.records",
+    "tests.fixtures.faults",
 ]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -108,3 +108,37 @@ def test_a_token_in_a_source_url_is_not_written_into_the_cube(demo_small, demo_s
     written = [p for p in (tmp_path).rglob("*") if p.is_file()]
     assert written and not [p for p in written if secret.encode() in p.read_bytes()]
     assert "token=REDACTED" in (tmp_path / "cube.zarr" / "zarr.json").read_text()
+
+
+def test_cube_build_rides_out_transient_http_faults_and_reports_what_stays_broken(demo_small, fault_server,
+                                                                                 tmp_path) -> None:
+    """503s and a truncated body on the demo's COGs are retried; an asset that always fails is reported."""
+    import numpy as np
+
+    from geosdm.cube import build_cube
+    from geosdm.io import open_cube
+    from geosdm.stac import rewrite_hrefs
+    from tests.test_cube import JJA, _config, _plans_with, _s2_only
+
+    lost = "S2B_31TBN_20240703_0_L2A"
+    ref_cfg = _config(demo_small, str(tmp_path / "ref.zarr"), sources=_s2_only(demo_small), datetime=JJA)
+    build_cube(ref_cfg, plans=_plans_with(demo_small, ref_cfg, lambda items: [i for i in items if i.id != lost]))
+    broken = f"{lost}/B11.tif"
+    server = fault_server(demo_small.root, {"B04.tif": ["503", "503"], "B08.tif": ["truncate"],
+                                            "B03.tif": ["short_length"], broken: ["always_500"]})
+    root = str(demo_small.root).rstrip("/") + "/"
+
+    def over_http(items):  # type: ignore[no-untyped-def]
+        return rewrite_hrefs(items, {root: server.url + "/"})
+
+    cfg = _config(demo_small, str(tmp_path / "http.zarr"), sources=_s2_only(demo_small), datetime=JJA, retries=2)
+    report = build_cube(cfg, plans=_plans_with(demo_small, cfg, over_http))
+    kinds = {line.split()[0] for line in server.injected()}
+    assert {"503", "truncate", "short_length", "always_500"} <= kinds, kinds
+    failed = {f["item_id"] for f in report.failures.get("demo-sentinel-2-l2a", [])}
+    assert failed == {lost}, report.failures  # only the Item whose asset never answers, left out whole
+    got, ref = open_cube(str(tmp_path / "http.zarr")).load(), open_cube(str(tmp_path / "ref.zarr")).load()
+    assert sorted(got.data_vars) == sorted(ref.data_vars)
+    for v in got.data_vars:  # retried reads give the values read from disk; nothing half-written
+        np.testing.assert_array_equal(got[v].values, ref[v].values, err_msg=v)
+    assert report.n_tiles == len(list((tmp_path / "http.zarr.progress").glob("tile_*.json")))
