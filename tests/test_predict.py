@@ -235,6 +235,35 @@ def test_cluster_by_address_and_s3_match_local(mlp: Any, store: str, cube_path: 
     assert fs.cat_file(cogs[0].path) == Path(local_cog.path).read_bytes()
 
 
+def test_a_worker_killed_mid_prediction_is_replaced_and_the_map_is_identical(model_dir: str, store: str,
+                                                                            cube_path: str, tmp_path: Path) -> None:
+    """A worker process dies (os._exit) as it starts its first tile; its nanny restarts it, the scheduler reruns
+    the tile, and the store equals the uninterrupted one byte for byte."""
+    from dask.distributed import Client, LocalCluster, WorkerPlugin
+
+    flag = tmp_path / "killed"
+
+    class DieOnce(WorkerPlugin):  # a local class: shipped to the workers by value
+        def __init__(self, path: str) -> None:
+            self.path = path
+
+        def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+            if finish == "executing" and "geosdm-write" in str(key) and not os.path.exists(self.path):
+                open(self.path, "w").close()
+                os._exit(1)  # as an OOM kill or a preempted node would
+
+    out = str(tmp_path / "probability.zarr")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        client.register_plugin(DieOnce(str(flag)))
+        report = write_predictions(model_dir, cube_path, out, tile_shape=TILE, client=client)
+    assert flag.exists(), "a worker was killed during the run"
+    assert report.n_tiles == 16 and report.n_resumed == 0
+    got, ref = _files(out), _files(store)
+    got.pop("/zarr.json"), ref.pop("/zarr.json")
+    assert got == ref
+
+
 # ------------------------------------------------------------------------------------------------ COG, STAC
 
 
