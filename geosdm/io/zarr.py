@@ -443,9 +443,16 @@ def read_window(path: str, variables: tuple[str, ...], window: tuple[slice, slic
     arrays = _arrays(str(path), json.dumps(dict(storage_options or {}), sort_keys=True, default=str), variables)
 
     async def gather() -> list[Any]:
-        return await asyncio.gather(*[a.getitem(window) for a in arrays])
+        return await asyncio.gather(*[a.getitem(window) for a in arrays], return_exceptions=True)
 
     out = np.empty((len(variables), window[0].stop - window[0].start, window[1].stop - window[1].start), np.float32)
     for i, part in enumerate(sync(gather())):
+        if isinstance(part, BaseException):
+            (y0, y1), (x0, x1) = (window[0].start, window[0].stop), (window[1].start, window[1].stop)
+            raise DataSourceError(
+                f"cube {path!r}: cannot read variable {variables[i]!r} at rows {y0}:{y1}, columns {x0}:{x1} "
+                f"({type(part).__name__}: {part}); its shard there is truncated or corrupt: rebuild that tile "
+                f"(delete its marker in {path}.progress/ and rerun 'geosdm cube build') or restore the file"
+            ) from part
         out[i] = part
     return out

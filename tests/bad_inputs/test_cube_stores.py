@@ -44,3 +44,15 @@ def test_a_deleted_shard_is_named_and_an_empty_one_is_not(tmp_path: Path) -> Non
         open_input(str(cube), ("a", "b"))
     assert "tile_0001_0000.json" in str(err.value) and "--overwrite" in str(err.value)
     assert missing_shards(str(cube), ["b"]) == [("b", (0, 2))]  # only what the model reads is checked
+
+
+def test_a_truncated_shard_is_named_with_its_variable_and_cells(tmp_path: Path) -> None:
+    from geosdm.io.zarr import read_window
+
+    cube = tmp_path / "cube.zarr"
+    _cube(cube)
+    shard = cube / "b" / "c" / "1" / "2"
+    shard.write_bytes(shard.read_bytes()[:40])
+    np.testing.assert_array_equal(read_window(str(cube), ("a",), (slice(16, 32), slice(32, 48))).shape, (1, 16, 16))
+    with pytest.raises(DataSourceError, match=r"cannot read variable 'b' at rows 16:32, columns 32:48 .*truncated"):
+        read_window(str(cube), ("a", "b"), (slice(16, 32), slice(32, 48)))
