@@ -83,10 +83,20 @@ def load_checkpoint(path: str | PathLike[str]) -> tuple[dict[str, Tensor], dict[
             f"{str(p)!r} is not a geosdm model checkpoint (needs {TENSORS} and {CONFIG}); save one with "
             "MultiSpeciesSDM.save(path)"
         )
-    config = json.loads((p / CONFIG).read_text())
-    if config.get("format") != FORMAT:
-        raise DataSourceError(f"checkpoint {str(p)!r} has format {config.get('format')!r}; this geosdm reads {FORMAT}")
-    return load_file(os.fspath(p / TENSORS)), config
+    try:
+        config = json.loads((p / CONFIG).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DataSourceError(f"checkpoint {str(p)!r}: {CONFIG} is not valid JSON ({err}); the folder is damaged: "
+                              "save the model again or restore the folder") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        found = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise DataSourceError(f"checkpoint {str(p)!r} has format {found!r}; this geosdm reads {FORMAT}")
+    try:
+        tensors = load_file(os.fspath(p / TENSORS))
+    except Exception as err:  # safetensors raises its own error type for a truncated or edited file
+        raise DataSourceError(f"checkpoint {str(p)!r}: {TENSORS} cannot be read ({type(err).__name__}: {err}); "
+                              "the file is truncated or edited: save the model again or restore it") from None
+    return tensors, config
 
 
 def prefixed(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

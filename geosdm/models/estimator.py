@@ -30,7 +30,7 @@ import torch
 import xarray as xr
 from sklearn.base import BaseEstimator
 
-from geosdm.errors import InputError, NotFittedError
+from geosdm.errors import DataSourceError, InputError, NotFittedError
 from geosdm.models._features import Columns, FeatureEncoder, check_columns, column_values, n_rows
 from geosdm.models._prepare import Prepared, prepare, validation_mask
 from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
@@ -628,10 +628,27 @@ class MultiSpeciesSDM(BaseEstimator):
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> MultiSpeciesSDM:
-        """Read a model written by :meth:`save`."""
+        """Read a model written by :meth:`save`.
+
+        Raises
+        ------
+        DataSourceError
+            The folder is not a checkpoint, or its weights and configuration do not fit together (a missing key,
+            a tensor of another shape: a damaged or hand-edited folder).
+        """
         tensors, cfg = load_checkpoint(path)
         if cfg.get("class") != cls.__name__:
             raise InputError(f"{str(path)!r} holds a {cfg.get('class')!r}, not a {cls.__name__}")
+        try:
+            return cls._from_checkpoint(tensors, cfg)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DataSourceError(
+                f"model {str(path)!r}: its weights and configuration do not fit together ({type(err).__name__}: "
+                f"{str(err)[:300]}); the folder is damaged or was edited: save the model again"
+            ) from None
+
+    @classmethod
+    def _from_checkpoint(cls, tensors: dict[str, Any], cfg: dict[str, Any]) -> MultiSpeciesSDM:
         model = cls(**cfg["params"])
         network = build_network(cfg["network"])
         network.load_state_dict(prefixed(tensors, "network"))
