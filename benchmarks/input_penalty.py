@@ -1,6 +1,8 @@
 """Benchmark: choosing the network and ``input_penalty`` (group lasso on the inputs) without looking at the truth.
 
-On the default demo region, with the covariates the demo pipeline's collinearity filter keeps (``|r| < 0.7``,
+On the default demo region, on the cube the demo pipeline builds and the records' effort layer (``--inputs built``,
+the default; ``oracle``: the truth's layers, the inputs before issue 17), with the covariates the demo pipeline's
+collinearity filter keeps (``|r| < 0.7``,
 ``PREFER`` first), one integrated model (``demo_truth.CONFIG``, one member) is fitted per network (``mlp``: the
 residual MLP; ``additive``: the neural additive model, ``hidden`` 32) and candidate penalty, and scored on
 held-out presence/absence surveys: one refit per spatial fold predicts that fold's plots
@@ -35,7 +37,9 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo_truth import ADDITIVE, CONFIG, PREFER, _demo, _table, truth_covariates  # noqa: E402
+from demo_truth import (  # noqa: E402
+    ADDITIVE, CONFIG, PREFER, _demo, _table, add_demo_arguments, demo_inputs, truth_covariates,
+)
 from explain import _importance_top, _recall  # noqa: E402  (the same rankings as benchmarks/explain.py)
 
 from geosdm.demo import TrueModel  # noqa: E402
@@ -49,30 +53,31 @@ from geosdm.records import select_training_covariates  # noqa: E402
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--demo", default=None, help="an existing demo folder (default: generate --preset into .cache)")
-    p.add_argument("--preset", default="default", choices=["small", "default"])
+    add_demo_arguments(p)
     p.add_argument("--networks", nargs="+", default=["mlp", "additive"], choices=["mlp", "additive"])
     p.add_argument("--candidates", type=float, nargs="+", default=[0.0, 1e-4, 3e-4, 1e-3, 3e-3])
     p.add_argument("--points", type=int, default=5_000)
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     t_all = time.perf_counter()
     layout = _demo(args)
-    cube = str(layout.truth_zarr)
-    grid = xr.open_zarr(cube)
-    all_covariates = truth_covariates(grid)
-    table = _table(layout, cube, all_covariates, 10_000, args.seed)
+    inputs = demo_inputs(layout, "built" if args.inputs == "both" else args.inputs)[0]  # the headline inputs
+    table, all_covariates = _table(layout, inputs, args.n_background, args.seed)
     covariates = list(select_training_covariates(table, all_covariates, threshold=0.7, prefer=PREFER).selected)
-    cells_grid = grid[covariates].load()
+    cells_grid = xr.open_zarr(inputs.cube)[covariates].load()
     flat = {v: cells_grid[v].values.ravel() for v in covariates}
     valid = np.flatnonzero(np.all([np.isfinite(a) for a in flat.values()], axis=0))
     cells = np.random.default_rng(args.seed).choice(valid, size=min(args.points, valid.size), replace=False)
-    X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
+    X = pd.DataFrame({v: a[cells] for v, a in flat.items()})  # what the models read
+    true_grid = xr.open_zarr(layout.truth_zarr)  # scoring only: the truth model reads the true covariate values
+    X_true = pd.DataFrame({v: true_grid[v].values.ravel()[cells] for v in truth_covariates(true_grid)})
+    for v in covariates:
+        if v not in X_true:
+            X_true[v] = X[v].to_numpy()
     truth = TrueModel.from_layout(layout, covariates=covariates)
     scored = {"n_repeats": 5, "seed": args.seed}
-    truth_top = _importance_top(permutation_importance(truth, X, **scored))
-    p_true = truth.predict_proba(X)
+    truth_top = _importance_top(permutation_importance(truth, X_true, **scored))
+    p_true = truth.predict_proba(X_true)
     results: dict[str, Any] = {}
     for network in args.networks:
         for lam in args.candidates:
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{network}, input_penalty {lam:g}: held-out {json.dumps(held)}; top-3 recall {recall:.3f}, "
                   f"Spearman {rho:.3f}, Pearson of probabilities {r:.3f} ({results[key]['seconds']} s)", flush=True)
     best = min(results.values(), key=lambda v: v["held_out"]["log_loss"])
-    out = {"preset": layout.region()["preset"], "n_covariates": len(covariates), "criterion": "held-out survey log loss",
+    out = {"preset": layout.region()["preset"], "inputs": inputs.name, "oracle_inputs": False,
+           "n_covariates": len(covariates), "criterion": "held-out survey log loss",
            "chosen": {"network": best["network"], "input_penalty": best["input_penalty"]}, "candidates": results,
            "config": {**CONFIG, "n_members": 1},
            "seconds": round(time.perf_counter() - t_all, 1)}

@@ -62,7 +62,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
-from demo_truth import CACHE, PREFER, SELECTED, _demo, truth_covariates  # noqa: E402  (same demo and table as demo_truth.py)
+from demo_truth import CACHE, PREFER, SELECTED, _demo, built_inputs  # noqa: E402  (same demo and inputs as demo_truth.py)
 
 from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.interactions import (  # noqa: E402
@@ -82,21 +82,20 @@ MODEL = {**SELECTED, "loss": "integrated", "epochs": 30, "seed": 0}
 
 
 def _training_table(layout: DemoLayout) -> Path:
-    """The demo pipeline's records step (PO + surveys, 10,000 uniform background points, 5 km blocks), cached."""
+    """The demo pipeline's records step (PO + surveys, 10,000 uniform background points, 5 km blocks) on the cube
+    the pipeline builds (no truth layer as input), cached."""
     from geosdm.records import training_table, write_records
 
-    path = CACHE / f"interactions-training-{layout.region()['preset']}.parquet"
+    path = CACHE / f"interactions-training-built-{layout.region()['preset']}.parquet"
     if path.is_file():
         return path
-    truth = str(layout.truth_zarr)
-    grid = xr.open_zarr(truth)
-    covariates = truth_covariates(grid)
+    inputs = built_inputs(layout)
     records = pd.concat([read_records(layout.presence_only_csv), read_records(layout.surveys_parquet)],
                         ignore_index=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tt = training_table(records, truth, n_background=10_000, n_folds=5, block_size=5_000, seed=0,
-                            variables=covariates)
+        tt = training_table(records, inputs.cube, n_background=10_000, n_folds=5, block_size=5_000, seed=0,
+                            variables=inputs.covariates)
     CACHE.mkdir(parents=True, exist_ok=True)
     write_records(tt.table, path, metadata={"covariates": ",".join(tt.covariates)})
     return path
@@ -107,28 +106,29 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
     from geosdm.models.config import TrainConfig, train_from_config
     from geosdm.predict import predict
 
-    truth = str(layout.truth_zarr)
+    inputs = built_inputs(layout)
     out = _model_dir(layout, name, params)
     if refit and out.exists():
         shutil.rmtree(out)
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
-        cfg = TrainConfig(table=str(_training_table(layout)), cube=truth, bias_cube=truth, bias_covariates=("bias",),
-                          log_bias=True, max_correlation=0.7, prefer_covariates=PREFER, model=params, output=str(out))
+        cfg = TrainConfig(table=str(_training_table(layout)), cube=inputs.cube, bias_cube=inputs.bias_store,
+                          bias_covariates=(inputs.bias_variable,), log_bias=True, max_correlation=0.7,
+                          prefer_covariates=PREFER, model=params, output=str(out))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             train_from_config(cfg)
         print(f"fitted model {name!r} into {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = predict(str(out), truth, tile_shape=(200, 200), area=_cell_area(layout))
+        ds = predict(str(out), inputs.cube, tile_shape=(200, 200), area=_cell_area(layout))
     return ds["probability"]
 
 
 def _model_dir(layout: DemoLayout, name: str, params: dict[str, Any]) -> Path:
     """Cache folder of a model: named by its settings too, so changed settings never reuse a stale fit."""
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-    return CACHE / f"interactions-model-{layout.region()['preset']}-{name}-{key}"
+    return CACHE / f"interactions-model-built-{layout.region()['preset']}-{name}-{key}"
 
 
 def _cell_area(layout: DemoLayout) -> float:
@@ -144,21 +144,22 @@ def _calibrated_probability(layout: DemoLayout, name: str, params: dict[str, Any
     from geosdm.predict import predict
     from geosdm.records import extract_bias
 
-    truth = str(layout.truth_zarr)
+    inputs = built_inputs(layout)
     src = _model_dir(layout, name, params)
     out = src.with_name(src.name + "-calibrated")
     if refit and out.exists():
         shutil.rmtree(out)
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
-        table = extract_bias(truth, pd.read_parquet(_training_table(layout)), ["bias"], log=True)  # as the train step
+        table = extract_bias(inputs.bias_store, pd.read_parquet(_training_table(layout)), [inputs.bias_variable],
+                             log=True)  # as the train step
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             calibrate(load_model(src), table, method="platt").save(out)
         print(f"calibrated model {name!r} into {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return predict(str(out), truth, tile_shape=(200, 200), area=_cell_area(layout))["probability"]
+        return predict(str(out), inputs.cube, tile_shape=(200, 200), area=_cell_area(layout))["probability"]
 
 
 def _wcorr(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
@@ -328,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table.round(4).to_string(), flush=True)
     out = {
         "preset": layout.region()["preset"], "n_edges": len(labels),
+        "oracle_inputs": False,  # models fit on the built cube + effort layer; *_true_marginals isolate the step
         "corr_truth_independent": b["independent"]["joint"]["corr"],
         "corr_truth_cooccurrence": b["cooccurrence"]["joint"]["corr"],
         "bias_truth_independent": b["independent"]["joint"]["bias"],
