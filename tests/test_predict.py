@@ -307,6 +307,18 @@ def test_stac_items_load_with_odc_stac(store: str, tmp_path: Path) -> None:
     zarr_asset = item.assets["zarr"]
     opened = xr.open_dataset(zarr_asset.href, **zarr_asset.extra_fields["xarray:open_kwargs"])
     assert opened.probability.shape == decoded.shape
+    # stackstac with no epsg=/bounds=/resolution=: proj:epsg (beside proj:code), proj:transform and proj:shape
+    # suffice. pystac's reader migrates proj:epsg away, so stackstac gets the Item as JSON, as it accepts it.
+    import json
+
+    import stackstac
+
+    raw_item = json.loads(Path(out.items[0]).read_text())
+    assert raw_item["properties"]["proj:epsg"] == 2154 and raw_item["properties"]["proj:code"] == "EPSG:2154"
+    stack = stackstac.stack([raw_item], assets=["probability_plant_01"], dtype="float64", fill_value=np.nan,
+                            rescale=False).isel(time=0, band=0).values
+    raw = loaded["probability_plant_01"].isel(time=0).values.astype("float64")
+    np.testing.assert_array_equal(stack, np.where(raw == 255, np.nan, raw))  # stackstac masks the nodata
 
 
 def test_cli_run_writes_zarr_cogs_and_stac(model_dir: str, cube_path: str, tmp_path: Path) -> None:

@@ -103,6 +103,8 @@ def prediction_item(
     epsg = gbox.crs.epsg
     proj.apply(code=f"EPSG:{epsg}" if epsg else None, wkt2=None if epsg else gbox.crs.to_wkt(), shape=list(gbox.shape),
                transform=list(gbox.affine)[:6], bbox=list(gbox.extent.boundingbox))
+    if epsg:  # projection v1's key beside v2's proj:code: stackstac (and older clients) read only proj:epsg
+        item.properties["proj:epsg"] = int(epsg)
     RasterExtension.add_to(item)
     item.add_asset("zarr", pystac.Asset(
         href, title=f"{ds.attrs.get('title', 'layer cube')} (Zarr v3)", media_type=pystac.MediaType.ZARR, roles=["data"],
