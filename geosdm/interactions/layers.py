@@ -345,7 +345,7 @@ def interaction_layers(
     -------
     >>> net = read_network("edges.csv", "nodes.csv")  # doctest: +SKIP
     >>> layers = interaction_layers(open_predictions("p.zarr"), net)  # doctest: +SKIP
-    >>> layers.joint.sel(edge="plant_01->pest_11")  # doctest: +SKIP
+    >>> layers.joint.sel(edge="plant_01->pest_01")  # doctest: +SKIP
     """
     if method not in ("dependence", "plackett"):
         raise InputError(f"method={method!r} is not 'dependence' or 'plackett'")
