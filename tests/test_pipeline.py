@@ -79,3 +79,22 @@ def test_pipeline_rejects_unknown_keys(tmp_path: Path) -> None:
     p.write_text("name: x\ncube_typo: {}\n")
     with pytest.raises(InputError, match="cube_typo"):
         load_pipeline(p)
+
+
+@pytest.mark.slow
+def test_demo_pipelines_interaction_sets_name_edges_of_their_demo(demo_small, tmp_path: Path) -> None:
+    """Each demo pipeline's interaction sets must be edges of the network its preset generates (the default
+    preset's network differs from the small one's; `make demo` runs the default)."""
+    import warnings
+
+    from geosdm.demo import generate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        default = generate(tmp_path / "default", preset="default", seed=0)
+    for name, layout in (("demo", default), ("demo-small", demo_small)):
+        cfg = load_pipeline(name, env={"GEOSDM_DEMO_DIR": str(layout.root)})
+        edges = pd.read_csv(layout.edges_csv)
+        labels = set(edges["source"] + "->" + edges["target"])
+        for set_name, members in (cfg.interactions.sets or {}).items():
+            assert set(members) <= labels, (name, set_name, sorted(set(members) - labels))
