@@ -73,6 +73,16 @@ def truth_covariates(grid: xr.Dataset) -> list[str]:
     return [v for v in covariate_names(grid) if v != "bias"]
 
 
+def truth_at_cells(truth_grid: xr.Dataset, cells: np.ndarray, names: list[str], built: pd.DataFrame) -> pd.DataFrame:
+    """The true covariate values ``names`` at flat grid ``cells``, for scoring with the true model, plus the
+    built-only columns of ``built`` (layers the truth lacks, e.g. NBR: no species responds to them)."""
+    out = pd.DataFrame({v: truth_grid[v].values.ravel()[cells] for v in names})
+    for v in built.columns:
+        if v not in out:
+            out[v] = built[v].to_numpy()
+    return out
+
+
 @dataclass(frozen=True)
 class DemoInputs:
     """What a model is trained on: a covariate cube and an observer-bias layer (store and variable)."""

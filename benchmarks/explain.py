@@ -80,7 +80,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_truth import (  # noqa: E402  (same data and settings)
     ADDITIVE, CACHE, CONFIG, PREFER, SELECTED, DemoInputs, _demo, _table, add_demo_arguments, check_same_grid,
-    demo_inputs,
+    demo_inputs, truth_at_cells,
 )
 
 from geosdm.demo import TrueModel  # noqa: E402
@@ -213,10 +213,7 @@ def _explain(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argp
     rng = np.random.default_rng(args.seed)
     cells = rng.choice(valid, size=min(args.points, valid.size), replace=False)
     X = pd.DataFrame({v: a[cells] for v, a in flat.items()})
-    X_all = pd.DataFrame({v: truth_grid[v].values.ravel()[cells] for v in all_covariates if v in truth_grid})
-    for v in covariates:  # built-only layers (e.g. NBR): no species responds to them, the truth model just reads them
-        if v not in X_all:
-            X_all[v] = X[v].to_numpy()
+    X_all = truth_at_cells(truth_grid, cells, [v for v in all_covariates if v in truth_grid], X)
 
     truth_model = TrueModel.from_layout(layout, covariates=covariates)
     scored = {"scoring": args.scoring, "scale": args.scale, "area": truth_model.area_unit_m2_,

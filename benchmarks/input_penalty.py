@@ -38,7 +38,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_truth import (  # noqa: E402
-    ADDITIVE, CONFIG, PREFER, _demo, _table, add_demo_arguments, demo_inputs, truth_covariates,
+    ADDITIVE, CONFIG, PREFER, _demo, _table, add_demo_arguments, demo_inputs, truth_at_cells, truth_covariates,
 )
 from explain import _importance_top, _recall  # noqa: E402  (the same rankings as benchmarks/explain.py)
 
@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cells = np.random.default_rng(args.seed).choice(valid, size=min(args.points, valid.size), replace=False)
     X = pd.DataFrame({v: a[cells] for v, a in flat.items()})  # what the models read
     true_grid = xr.open_zarr(layout.truth_zarr)  # scoring only: the truth model reads the true covariate values
-    X_true = pd.DataFrame({v: true_grid[v].values.ravel()[cells] for v in truth_covariates(true_grid)})
-    for v in covariates:
-        if v not in X_true:
-            X_true[v] = X[v].to_numpy()
+    X_true = truth_at_cells(true_grid, cells, truth_covariates(true_grid), X)
     truth = TrueModel.from_layout(layout, covariates=covariates)
     scored = {"n_repeats": 5, "seed": args.seed}
     truth_top = _importance_top(permutation_importance(truth, X_true, **scored))

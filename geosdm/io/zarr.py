@@ -50,19 +50,6 @@ class VariableSpec:
     zstd_level: int | None = None  # Zstandard level of the inner chunks (None: zarr's default)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
@@ -139,10 +126,11 @@ class CubeStore:
         if not _is_local(fs):
             yield
             return
-        import socket
         import time as _time
 
-        me = {"host": socket.gethostname(), "pid": os.getpid(), "started": _time.strftime("%Y-%m-%dT%H:%M:%S")}
+        from geosdm._owner import host_name, process_alive
+
+        me = {"host": host_name(), "pid": os.getpid(), "started": _time.strftime("%Y-%m-%dT%H:%M:%S")}
         path = self.lock_path
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
         for _ in range(2):
@@ -154,7 +142,7 @@ class CubeStore:
                         held = json.load(f)
                 except (OSError, ValueError):
                     held = {}
-                if held.get("host") == me["host"] and not _alive(int(held.get("pid", -1))):
+                if held.get("host") == me["host"] and not process_alive(int(held.get("pid", -1))):
                     log.warning("%s: taking over the lock of pid %s, which no longer runs", self.path, held.get("pid"))
                     try:
                         os.remove(path)
@@ -235,16 +223,7 @@ class CubeStore:
 
     def done_tiles(self) -> set[tuple[int, int]]:
         """Tiles whose data are fully written (they have a marker)."""
-        fs = self.fs
-        if not fs.exists(self.progress_path):
-            return set()
-        out = set()
-        for p in fs.ls(self.progress_path, detail=False):
-            name = str(p).rsplit("/", 1)[-1]
-            if name.startswith("tile_") and name.endswith(".json"):
-                _, iy, ix = name[:-5].split("_")
-                out.add((int(iy), int(ix)))
-        return out
+        return set(_marker_files(self.fs, self.progress_path))
 
     def write_tile(self, index: tuple[int, int], slices: tuple[slice, slice], data: xr.Dataset, info: Mapping[str, Any] | None = None) -> None:
         """Region-write one tile (all variables, one shard each), then its marker."""
@@ -299,12 +278,7 @@ class CubeStore:
 
     def tile_infos(self) -> list[dict[str, Any]]:
         """The info dicts written with each tile's marker (failures, gaps), in tile order."""
-        fs = self.fs
-        infos = []
-        for index in sorted(self.done_tiles()):
-            with fs.open(self._marker(index), "r") as f:
-                infos.append(json.load(f))
-        return infos
+        return _read_markers(self.fs, self.progress_path)
 
     def finalize(self, attrs: Mapping[str, Any] | None = None) -> None:
         """Add final attributes and write consolidated metadata."""
@@ -354,6 +328,28 @@ def _holds_data(data: np.ndarray, fill: Any) -> bool:
     return bool((a != fill).any())
 
 
+def _marker_files(fs: fsspec.AbstractFileSystem, progress: str) -> dict[tuple[int, int], str]:
+    """Tile index -> marker path, for the tiles of a store whose progress folder is ``progress``."""
+    if not fs.exists(progress):
+        return {}
+    out = {}
+    for p in fs.ls(progress, detail=False):
+        name = str(p).rsplit("/", 1)[-1]
+        if name.startswith("tile_") and name.endswith(".json"):
+            _, iy, ix = name[:-5].split("_")
+            out[(int(iy), int(ix))] = str(p)
+    return out
+
+
+def _read_markers(fs: fsspec.AbstractFileSystem, progress: str) -> list[dict[str, Any]]:
+    """The info dicts of every tile marker under ``progress``, in tile order (fetched concurrently)."""
+    files = _marker_files(fs, progress)
+    if not files:
+        return []
+    raw = fs.cat([files[k] for k in sorted(files)])  # one batch of GETs on object stores
+    return [json.loads(raw[files[k]]) for k in sorted(files)]
+
+
 def missing_shards(path: str, variables: Sequence[str], *,
                    storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, int]]]:
     """(variable, tile) pairs whose shard a tile's marker says was written with data but that the store lacks.
@@ -361,18 +357,9 @@ def missing_shards(path: str, variables: Sequence[str], *,
     Reading such a shard would silently give the fill value (NaN: a hole in every map made from it). Stores
     without markers, and markers written before they listed their variables, are not checked.
     """
-    path = str(path).rstrip("/")
-    fs, root = fsspec.core.url_to_fs(path, **dict(storage_options or {}))
-    progress = root + ".progress"
-    if not fs.exists(progress):
-        return []
-    markers = [str(m) for m in fs.ls(progress, detail=False) if str(m).rsplit("/", 1)[-1].startswith("tile_")
-               and str(m).endswith(".json")]
-    if not markers:
-        return []
+    fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
     expected: dict[str, list[tuple[int, int]]] = {str(v): [] for v in variables}
-    for raw in fs.cat(markers).values():  # concurrent GETs on object stores
-        info = json.loads(raw)
+    for info in _read_markers(fs, root + ".progress"):
         for v in info.get("nonempty", ()):
             if v in expected:
                 expected[v].append((int(info["index"][0]), int(info["index"][1])))

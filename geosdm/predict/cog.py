@@ -65,31 +65,22 @@ def cog_name(variable: str, layer: str | None = None) -> str:
 
 def _partial_suffix() -> str:
     """``.partial-<host>-<pid>-<random>``: a file being written, and by which process (to tell orphans)."""
-    import socket
+    from geosdm._owner import host_name
 
-    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-    return f".partial-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f".partial-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def remove_orphan_partials(folder: str, name: str) -> list[str]:
     """Delete ``.<name>.partial-*`` files left in ``folder`` by writers on this host that no longer run (a
     killed export); files of live processes or other hosts are kept. Returns the removed paths."""
-    import socket
+    from geosdm._owner import host_name, process_alive
 
-    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:32] or "host"
-    pattern = re.compile(rf"^\.{re.escape(name)}\.partial-{re.escape(host)}-(\d+)-[0-9a-f]+$")
+    pattern = re.compile(rf"^\.{re.escape(name)}\.partial-{re.escape(host_name())}-(\d+)-[0-9a-f]+$")
     removed = []
     for entry in os.listdir(folder) if os.path.isdir(folder) else ():
         m = pattern.match(entry)
-        if not m:
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-            continue  # its writer still runs
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue  # alive, another user's
+        if not m or process_alive(int(m.group(1))):
+            continue  # not a partial of this host, or its writer still runs
         path = os.path.join(folder, entry)
         try:
             os.remove(path)

@@ -30,19 +30,13 @@ def _copy(saved: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_truncated_config_json(saved: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "match"), [("config.json", r"config\.json is not valid JSON .*save the model again"),
+                                             ("model.safetensors", r"model\.safetensors cannot be read .*truncated or edited")])
+def test_truncated_file(saved: Path, tmp_path: Path, name: str, match: str) -> None:
     m = _copy(saved, tmp_path)
-    text = (m / "config.json").read_text()
-    (m / "config.json").write_text(text[: len(text) // 2])
-    with pytest.raises(DataSourceError, match=r"config\.json is not valid JSON .*save the model again"):
-        MultiSpeciesSDM.load(m)
-
-
-def test_truncated_weights(saved: Path, tmp_path: Path) -> None:
-    m = _copy(saved, tmp_path)
-    raw = (m / "model.safetensors").read_bytes()
-    (m / "model.safetensors").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(DataSourceError, match=r"model\.safetensors cannot be read .*truncated or edited"):
+    raw = (m / name).read_bytes()
+    (m / name).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataSourceError, match=match):
         MultiSpeciesSDM.load(m)
 
 
