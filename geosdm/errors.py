@@ -17,6 +17,7 @@ __all__ = [
     "NotFittedError",
     "CRSMismatchWarning",
     "DataGapWarning",
+    "ExtrapolationWarning",
 ]
 
 
@@ -61,3 +62,8 @@ class CRSMismatchWarning(UserWarning):
 
 class DataGapWarning(UserWarning):
     """Some data were missing and are reported as gaps (NaN, valid count 0)."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """Prediction inputs lie where the model was not trained: a covariate far outside its training range (often
+    other units) or a categorical class absent from training."""

@@ -85,6 +85,8 @@ def validate(
     path: Path = typer.Argument(..., help="Records file (CSV, Parquet/GeoParquet, GBIF zip or occurrence.txt)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the valid records here (.parquet or .csv)."),
     cube: Path | None = typer.Option(None, "--cube", help="Drop records outside this cube's grid."),
+    bbox: str | None = typer.Option(None, "--bbox", help="Study region W,S,E,N in lon/lat (no cube yet): drop "
+                                    "records outside it, find swapped lon/lat inside the valid ranges."),
     crs: str | None = CRS_OPT,
     duplicates: Duplicates = typer.Option(Duplicates.exact, help="Duplicate rule: exact rows, one PO per cell, keep."),
     max_uncertainty_m: float | None = typer.Option(None, help="Drop records with a larger coordinate uncertainty (m)."),
@@ -92,13 +94,19 @@ def validate(
     strict: bool = typer.Option(False, help="Fail (exit 1) if any record is invalid."),
 ) -> None:
     """Validate records and report dropped rows per reason."""
-    from geosdm.errors import GeoSDMError
+    from geosdm.errors import GeoSDMError, InputError
     from geosdm.records import validate_records
 
     try:
+        try:
+            bounds = tuple(float(v) for v in bbox.split(",")) if bbox else None
+        except ValueError:
+            raise InputError(f"--bbox {bbox!r} is not W,S,E,N numbers (lon/lat), e.g. --bbox -5.2,41.3,9.6,51.1"
+                             ) from None
         valid, report = validate_records(
             _read(path, crs),
             geobox=_geobox(cube) if cube else None,
+            bounds=bounds,  # type: ignore[arg-type]
             duplicates=duplicates.value,
             max_uncertainty_m=max_uncertainty_m,
             fix_swapped=fix_swapped,

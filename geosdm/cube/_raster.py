@@ -31,6 +31,7 @@ import xarray as xr
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 
+from geosdm._secrets import redact_url
 from geosdm.cube._load import Observations
 from geosdm.errors import DataSourceError, GridError, InputError, MissingVariableError
 from geosdm.sources import AssetConfig, SourceConfig
@@ -144,8 +145,9 @@ def _open_raster(href: str, stamp: tuple[int, int, int] | None = None) -> xr.Dat
         return rioxarray.open_rasterio(href, mask_and_scale=False, chunks=None, cache=False)  # type: ignore[return-value]
     except rasterio.errors.RasterioIOError as err:
         missing = "://" not in href and not os.path.exists(href)
-        hint = "the file does not exist" if missing else f"{err}"
-        raise InputError(f"cannot open raster {href!r}: {hint}; check the asset's `href`") from None
+        hint = ("the file does not exist; check the asset's `href`" if missing else
+                f"{err}; the file is corrupt, truncated or not a GeoTIFF: check the `href`, copy the file again")
+        raise InputError(f"cannot open raster {href!r}: {hint}") from None
 
 
 def _cf_crs(data: xr.DataArray, ds: xr.Dataset | None) -> CRS | None:
@@ -172,6 +174,20 @@ def _cf_crs(data: xr.DataArray, ds: xr.Dataset | None) -> CRS | None:
             raise InputError(f"grid mapping {cand!r} of variable {data.name!r} is not a valid CRS ({err}); give "
                              "`crs:` in the source definition") from None
     return None
+
+
+def _placeable(crs: CRS, src: SourceConfig, what: str) -> CRS:
+    """``crs`` if it relates to longitude/latitude (so a grid can be placed); an engineering or unknown CRS
+    (``LOCAL_CS``, an unnamed datum) is an :class:`InputError` naming the file and the fix."""
+    import pyproj
+
+    try:
+        pyproj.Transformer.from_crs(crs.proj, pyproj.CRS("EPSG:4326"), always_xy=True)
+    except pyproj.exceptions.ProjError:
+        raise InputError(f"source {src.name!r}: {what} has CRS {crs.to_wkt()[:80]!r}, which cannot be related to "
+                         "longitude/latitude (an unknown or local CRS), so its pixels cannot be placed; add "
+                         "`crs: EPSG:NNNN` (the data's real CRS) to the source definition") from None
+    return crs
 
 
 def _xy_dims(data: xr.DataArray, what: str) -> tuple[str, str]:
@@ -250,7 +266,7 @@ def _dataset_layer(src: SourceConfig, key: str, asset: AssetConfig, when: str | 
     if crs is None:
         raise InputError(f"source {src.name!r}: {what} has no CRS (no CF `grid_mapping`, no `spatial_ref`, no "
                          "latitude/longitude units); add `crs: EPSG:NNNN` to the source definition")
-    gbox = _axis_geobox(data, ydim, xdim, crs, what)
+    gbox = _axis_geobox(data, ydim, xdim, _placeable(crs, src, what), what)
     if src.time_dim in data.dims:
         data = _select_time(data, src.time_dim, when).transpose(src.time_dim, ydim, xdim)
         times = _times(data, src.time_dim)
@@ -297,7 +313,8 @@ def _raster_layer(src: SourceConfig, key: str, asset: AssetConfig) -> RasterLaye
     if crs is None:
         raise InputError(f"source {src.name!r}: raster {asset.href!r} has no CRS; add `crs: EPSG:NNNN` to the "
                          "source definition")
-    gbox = GeoBox(da.shape[-2:], da.rio.transform(), CRS(str(crs) if isinstance(crs, str) else crs.to_wkt()))
+    crs = _placeable(CRS(str(crs) if isinstance(crs, str) else crs.to_wkt()), src, f"raster {asset.href!r}")
+    gbox = GeoBox(da.shape[-2:], da.rio.transform(), crs)
     nodata = asset.nodata
     if nodata is None:
         nd = da.rio.nodata
@@ -410,8 +427,17 @@ def _window(layer: RasterLayer, gbox: GeoBox, resampling: str) -> tuple[Any, np.
     ys, xs = roi.roi_src
     if ys.stop <= ys.start or xs.stop <= xs.start:
         return roi, None  # the tile lies outside this layer
+    import rasterio
+
     with _READ_LOCKS[layer.source]:  # one open file handle is not safe for concurrent reads (GDAL, HDF5)
-        raw = np.asarray(layer.data[:, ys, xs].values)
+        try:
+            raw = np.asarray(layer.data[:, ys, xs].values)
+        except (rasterio.errors.RasterioIOError, OSError, RuntimeError) as err:
+            raise DataSourceError(
+                f"cannot read asset {layer.asset!r} from {redact_url(layer.source)!r} at rows {ys.start}:{ys.stop}, columns "
+                f"{xs.start}:{xs.stop} ({type(err).__name__}: {err}): the file is truncated or corrupt there, or "
+                "its host failed; check it (gdalinfo -checksum), copy or download it again, and rebuild"
+            ) from err
     return roi, _decode(raw, layer)
 
 

@@ -267,8 +267,10 @@ def network_from_frames(
     n0 = len(e)
     e = (e.groupby(["source", "target", "interaction"], sort=False, as_index=False)["weight"].sum())
     if e.duplicated(["source", "target"]).any():
-        dup = e.loc[e.duplicated(["source", "target"], keep=False), ["source", "target"]].head(3).values.tolist()
-        raise InputError(f"{what}: pairs with several interaction types {dup}; keep one type per pair")
+        both = e.loc[e.duplicated(["source", "target"], keep=False)]
+        dup = {f"{s}->{t}": sorted(g["interaction"]) for (s, t), g in both.groupby(["source", "target"], sort=False)}
+        raise InputError(f"{what}: pairs with several interaction types {dict(list(dup.items())[:3])}; keep one type "
+                         "per pair")
     if len(e) < n0:
         log.warning("%s: %d duplicate edge rows merged into %d edges (weights summed); reported as edges_merged",
                     what, n0 - len(e), len(e))

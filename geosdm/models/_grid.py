@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
+from geosdm.models._features import warn_unseen_inputs
 
 if TYPE_CHECKING:
     from geosdm.models.estimator import MultiSpeciesSDM
@@ -23,8 +24,7 @@ __all__ = ["predict_grid"]
 
 
 def _columns(model: MultiSpeciesSDM) -> list[str]:
-    cols = list(model.feature_names_) + [c for g in (model.series_ or []) for c in g]
-    return list(dict.fromkeys(cols))
+    return model._input_columns()
 
 
 def predict_grid(model: MultiSpeciesSDM, ds: xr.Dataset, *, rows_per_batch: int = 64) -> xr.DataArray:
@@ -53,9 +53,12 @@ def predict_grid(model: MultiSpeciesSDM, ds: xr.Dataset, *, rows_per_batch: int 
     if model.patch_:
         out = _patch_grid(model, ds, cols, rows_per_batch)
     else:
+        warned: set[str] = set()  # once per covariate over the blocks
+
         def block(*arrays: np.ndarray) -> np.ndarray:
             shape = arrays[0].shape
             frame = pd.DataFrame({c: np.asarray(a).reshape(-1) for c, a in zip(cols, arrays)})
+            warn_unseen_inputs(model.encoder_, frame, columns=cols, what="cube", once=warned)
             return model._log_intensity(frame).reshape(*shape, n_sp)
 
         out = xr.apply_ufunc(

@@ -223,7 +223,8 @@ def prepare(X: pd.DataFrame, Y: pd.DataFrame | None, *, loss: str, cube: Any, co
         valid &= svalid
         ser = flat.reshape(len(flat), len(series), lens.pop())
         encoder = FeatureEncoder(encoder.columns, {**encoder.means, **ser_enc.means},
-                                 {**encoder.scales, **ser_enc.scales}, encoder.categories)
+                                 {**encoder.scales, **ser_enc.scales}, encoder.categories,
+                                 {**encoder.ranges, **ser_enc.ranges})
     n_bad = int((~valid).sum())
     if n_bad:
         warnings.warn(

@@ -31,7 +31,8 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from geosdm.errors import DataSourceError, InputError, NotFittedError
-from geosdm.models._features import Columns, FeatureEncoder, check_columns, column_values, n_rows
+from geosdm.models._features import (Columns, FeatureEncoder, check_columns, column_values, n_rows,
+                                     warn_unseen_inputs)
 from geosdm.models._prepare import Prepared, prepare, validation_mask
 from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
 from geosdm.models.data import TensorBatches, ZarrSiteDataset, epoch_seed, write_point_store
@@ -418,6 +419,10 @@ class MultiSpeciesSDM(BaseEstimator):
                 "MultiSpeciesSDM.load(path)"
             )
 
+    def _input_columns(self) -> list[str]:
+        """Covariate columns read per row: ``feature_names_`` then the series' time steps."""
+        return list(dict.fromkeys([*self.feature_names_, *(c for g in (self.series_ or []) for c in g)]))
+
     def _needs_patches(self) -> bool:
         spec = self.network_spec_.get("member", self.network_spec_)
         return spec["name"] == "cnn" or bool(spec.get("channels"))
@@ -551,6 +556,7 @@ class MultiSpeciesSDM(BaseEstimator):
         with ExitStack() as stack:
             if cube is not None:
                 X, patches = self._with_cube(X, cube, stack)
+            warn_unseen_inputs(self.encoder_, X, columns=self._input_columns(), what="X")
             f = self._log_intensity(X, patches)
         return pd.DataFrame(f if log else np.exp(f), index=X.index, columns=self.species_)
 

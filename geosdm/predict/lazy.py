@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from collections.abc import Mapping
 from os import PathLike
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import xarray as xr
 
 from geosdm._allocator import keep_heap_reuse
+from geosdm._secrets import redact_url
 from geosdm.errors import GridError, InputError, MissingVariableError
 from geosdm.predict._block import BlockOutput, predict_block
 from geosdm.predict._model import (
@@ -104,6 +106,7 @@ def open_input(cube: xr.Dataset | str | PathLike[str], variables: tuple[str, ...
     bad = [v for v in variables if ds[v].dims != ("y", "x")]
     if bad:
         raise InputError(f"cube variables {bad} must have dims ('y', 'x'); select one time step or band first")
+    _check_empty(ds, path, variables, storage_options)
     if tile_shape is None:
         tile_shape = _shards(ds, variables)
         if tile_shape is None:
@@ -172,6 +175,41 @@ def _check_shards(path: str, variables: list[str], storage_options: Mapping[str,
         )
 
 
+def _empty_variables(path: str, variables: tuple[str, ...], storage_options: Mapping[str, Any] | None) -> list[str]:
+    """Variables of the Zarr store at ``path`` with no chunk stored: every cell is the fill value (NaN). Zarr
+    writes no all-fill shard, so a variable holding any value has something beside its metadata."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
+    out = []
+    for v in variables:
+        try:
+            names = {str(p).rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(f"{root}/{v}", detail=False)}
+        except FileNotFoundError:
+            continue
+        if not names - {"zarr.json", ".zarray", ".zattrs"}:
+            out.append(v)
+    return out
+
+
+def _check_empty(ds: xr.Dataset, path: str | None, variables: tuple[str, ...],
+                 storage_options: Mapping[str, Any] | None) -> None:
+    """Refuse a cube in which a variable the model reads holds no value (NaN everywhere): every cell would be
+    nodata, a silently empty map. Stores: one listing per variable; in-memory Datasets: one pass over their
+    values (Dask-backed ones are not computed here)."""
+    if path is not None:
+        empty = _empty_variables(path, variables, storage_options)
+    else:
+        empty = [v for v in variables if ds[v].chunks is None and not np.isfinite(ds[v].values).any()]
+    if empty:
+        where = repr(redact_url(path)) if path is not None else "(Dataset)"
+        raise InputError(
+            f"cube {where}: variable(s) {empty} that the model reads hold no value (NaN in every cell), so the "
+            "whole map would be nodata. Rebuild them (check that their source covers the grid, and its nodata "
+            "and scale settings) or refit the model without them"
+        )
+
+
 def georeferenced(out: xr.Dataset) -> xr.Dataset:
     """Point every variable of a layer Dataset at its ``spatial_ref`` grid mapping; refuse one without a CRS."""
     if "spatial_ref" in out.coords:
@@ -182,12 +220,33 @@ def georeferenced(out: xr.Dataset) -> xr.Dataset:
     return out
 
 
+#: covariates already warned about, per model (weakly held): a run over many tiles warns once per covariate
+_WARNED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _check_tile(model: MultiSpeciesSDM, data: np.ndarray, inputs: ModelInputs, source: str) -> None:
+    """Warn when a tile's covariates lie far outside the model's training ranges (other units) or hold classes it
+    never saw: one min/max per variable over the tile's core cells, noise next to the inference."""
+    encoder = getattr(model, "encoder_", None)
+    if encoder is None or not hasattr(encoder, "check"):
+        return
+    from geosdm.models._features import warn_unseen_inputs
+
+    h = inputs.halo
+    core = data[:, h : data.shape[1] - h, h : data.shape[2] - h]
+    names = inputs.variables
+    columns = {c: core[names.index(c)].reshape(-1) for c in inputs.columns}
+    warn_unseen_inputs(encoder, columns, what=f"cube {source}", once=_WARNED.setdefault(model, set()))
+
+
 def _block_task(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs, batch_size: int,
                 outputs: tuple[BlockOutput, ...], calibrate: bool = False,
-                pack: bool = False) -> tuple[np.ndarray, ...]:
+                pack: bool = False, source: str = "") -> tuple[np.ndarray, ...]:
     """The ``outputs`` of one tile, each ``(species, by, bx)``; with ``calibrate`` the probability output (float32)
-    goes through the model's ``calibrator_`` in place, then is packed to uint8 when ``pack``."""
+    goes through the model's ``calibrator_`` in place, then is packed to uint8 when ``pack``. Inputs far outside
+    the training ranges are warned of (:func:`_check_tile`)."""
     keep_heap_reuse()  # on Dask workers: their malloc settings would map every activation buffer afresh
+    _check_tile(model, np.asarray(data, dtype=np.float32), inputs, source)
     blocks = predict_block(model, np.asarray(data, dtype=np.float32), inputs=inputs, outputs=outputs,
                            batch_size=batch_size)
     if calibrate:
@@ -274,9 +333,10 @@ def predict(
     specs = ((BlockOutput("probability", m.link_, offset, bool(packed) and not calibrate),) if probability
              else ()) + ((BlockOutput("log_intensity"),) if log_intensity else ())
     token = dask.base.tokenize(fp, stacked.name, specs, int(batch_size), calibrate, bool(packed))
+    attrs_cube = str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>"
     tiles = da.map_blocks(
         _block_task, model_key(m, fp), stacked, inputs=inputs, batch_size=int(batch_size), outputs=specs,
-        calibrate=calibrate, pack=bool(packed), chunks=out_chunks, dtype=np.float32,
+        calibrate=calibrate, pack=bool(packed), source=redact_url(attrs_cube), chunks=out_chunks, dtype=np.float32,
         meta=np.empty((0, 0, 0), dtype=np.float32), name=f"geosdm-predict-{token}",
     )  # each block is a tuple of the outputs' arrays
     dtypes = {o.kind: np.dtype(np.uint8) if o.kind == "probability" and packed else np.dtype(o.dtype) for o in specs}
@@ -289,7 +349,7 @@ def predict(
     dims = ("species", "y", "x")
     area_m2 = float(area) if area is not None else float(m.area_unit_m2_)
     attrs = {"geosdm:model_hash": fp, "geosdm:link": m.link_, "geosdm:area_m2": area_m2,
-             "geosdm:cube": str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>",
+             "geosdm:cube": attrs_cube,
              "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", "")}
     if calibrate:
         attrs["geosdm:calibration"] = m.calibrator_.method  # type: ignore[attr-defined]
