@@ -2,10 +2,11 @@
 
 Each COG is one task: it reads the store shard by shard into a tiled GeoTIFF on local scratch disk (one shard
 window in memory at a time), then GDAL's COG driver translates it (overviews, tiles in COG order) under a
-temporary name that is renamed (local) or uploaded in one PUT (object store) only when complete, so readers
-never see a partial file. uint8 COGs carry the store's scale/offset and nodata 255 in their band metadata,
-band descriptions are the layer labels (species, edge or variable names). Valid per rio-cogeo (checked for
-local outputs).
+temporary name that is renamed (local) or uploaded (object store: one PUT, or a multipart upload that S3 shows
+only once completed, see :func:`upload_file`) only when complete, so readers never see a partial file. uint8
+COGs carry the store's scale/offset and nodata 255 in their band metadata, band descriptions are the layer
+labels (species, edge or variable names). Valid per rio-cogeo (checked for local outputs). A store that lacks
+shards its writer wrote (markers list them) is refused rather than exported with nodata holes.
 
 ``odc.geo.cog.save_cog_with_dask`` would skip the scratch file but needs ``tifffile`` (not installed) and
 cannot write band scale/offset; hence tiles-then-translate (docs/architecture.md).
@@ -26,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from geosdm.errors import InputError, MissingVariableError
+from geosdm.errors import DataSourceError, InputError, MissingVariableError
 from geosdm.io._tasks import connect, run_tasks
 
-__all__ = ["CogOutput", "export_cogs", "cog_name"]
+__all__ = ["CogOutput", "export_cogs", "cog_name", "upload_file"]
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,51 @@ def _open_raw(src: str, storage_options: dict[str, Any] | None) -> Any:
         return xr.open_zarr(src, storage_options=storage_options, zarr_format=3, mask_and_scale=False, chunks=None)
 
 
+def _upload_errors() -> tuple[type[BaseException], ...]:
+    """What a failed upload raises: OS/network errors, s3fs's translations of S3 errors, botocore's own."""
+    errors: list[type[BaseException]] = [OSError, TimeoutError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:  # pragma: no cover - botocore comes with s3fs
+        pass
+    return tuple(errors)
+
+
+def upload_file(local: str, dst: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Upload the finished file ``local`` to the object-store URL ``dst`` so that readers see all of it or nothing.
+
+    One PUT, or for files over twice the file system's block size (s3fs: storage option ``default_block_size``,
+    50 MiB by default) a multipart upload in parts of that size, which S3 makes visible only once completed;
+    s3fs retries throttled and failed requests and aborts the multipart upload when a part still fails.
+
+    Raises
+    ------
+    DataSourceError
+        The upload failed after the retries: names the object; what was at ``dst`` before is left as it was.
+    """
+    import fsspec
+
+    from geosdm._secrets import redact
+
+    fs, path = fsspec.core.url_to_fs(dst, **(storage_options or {}))
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    part = getattr(fs, "default_block_size", None) if {"s3", "s3a"} & set(protocols) else None
+    kwargs = {"chunksize": int(part)} if part else {}  # not fs.blocksize: fsspec's 4 MiB, below S3's 5 MiB parts
+    try:
+        fs.put_file(local, path, **kwargs)
+    except _upload_errors() as exc:
+        raise DataSourceError(
+            f"cannot upload {redact(dst)} ({os.path.getsize(local)} bytes): {type(exc).__name__}: "
+            f"{redact(str(exc))}. Nothing new is visible at that key (a multipart upload is aborted); check the "
+            "endpoint, credentials and bucket, then rerun the export (retries: storage option "
+            "config_kwargs={'retries': {'max_attempts': N}})"
+        ) from exc
+
+
 def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, bands: Sequence[int], dst: str,
                multiband: bool, *, blocksize: int, resampling: str, compress: str, scratch: str | None) -> CogOutput:
-    import fsspec
     import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
     import rasterio
     from rasterio.shutil import copy as gdal_copy
@@ -164,8 +207,7 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
                 gdal_copy(tiles, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=blocksize, PREDICTOR="YES",
                           OVERVIEW_RESAMPLING=resampling.upper(), OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
                 if remote:
-                    fs, path = fsspec.core.url_to_fs(dst, **(storage_options or {}))
-                    fs.put_file(tmp, path)
+                    upload_file(tmp, dst, storage_options)
                 else:
                     os.replace(tmp, dst)
             finally:
@@ -182,6 +224,22 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
             log.warning("COG %s failed rio-cogeo validation: %s", dst, errors)
     return CogOutput(dst, variable, labels, dtype, nodata, scale, offset, (int(ny), int(nx)), valid, multiband,
                      dim or variable)
+
+
+def _check_shards(src: str, variable: str, storage_options: dict[str, Any] | None) -> None:
+    """Refuse a store whose writer wrote shards of ``variable`` that are gone (deleted, lost in a copy): reading
+    them gives the fill value, so the COGs would show nodata there with no error."""
+    from geosdm.io.zarr import missing_shards
+
+    lost = missing_shards(src, [variable], storage_options=storage_options)
+    if lost:
+        _, (iy, ix) = lost[0]
+        raise DataSourceError(
+            f"store {src!r} lacks {len(lost)} shard(s) of {variable!r} that its writer wrote (first: tile {iy}, {ix}: "
+            f"{src}/{variable}/c/.../{iy}/{ix}); its COGs would be nodata there. Rewrite those tiles: delete "
+            f"{src}.progress/tile_{iy:04d}_{ix:04d}.json (and the other lost tiles' markers) and rerun the "
+            "prediction (it resumes the missing tiles), or rerun it with overwrite"
+        )
 
 
 def export_cogs(
@@ -248,6 +306,7 @@ def export_cogs(
     if variable not in ds.data_vars:
         raise MissingVariableError(
             f"store {src!r} has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}")
+    _check_shards(src, variable, storage_options)
     names = _labels(ds[variable])
     if _layer_dim(ds[variable]) is None:
         per_layer, multiband = False, True

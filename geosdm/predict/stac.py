@@ -19,8 +19,9 @@ from datetime import datetime, timezone
 from os import PathLike
 from typing import Any
 
-from geosdm.errors import InputError
-from geosdm.predict.cog import CogOutput
+from geosdm._secrets import redact
+from geosdm.errors import DataSourceError, InputError
+from geosdm.predict.cog import CogOutput, _upload_errors
 
 __all__ = ["StacOutput", "prediction_item", "prediction_collection", "write_stac"]
 
@@ -167,9 +168,17 @@ def write_stac(
     coll.normalize_hrefs(root)
     opts = (storage_options or {}) if "://" in root else {}
     paths = []
-    for obj in (coll, item):
+    for obj in (item, coll):  # the Item first: the Collection never links to an Item that was not written
         href = obj.get_self_href()
-        with fsspec.open(href, "w", **opts) as f:
-            f.write(json.dumps(obj.to_dict(include_self_link=False, transform_hrefs=True), indent=1))
+        text = json.dumps(obj.to_dict(include_self_link=False, transform_hrefs=True), indent=1)
+        try:
+            with fsspec.open(href, "w", **opts) as f:
+                f.write(text)
+        except _upload_errors() as exc:
+            raise DataSourceError(
+                f"cannot write STAC file {redact(href)}: {type(exc).__name__}: {redact(str(exc))}. On an object "
+                "store nothing new is visible at that key; check the endpoint, credentials and bucket, then rerun "
+                "the export (write_stac)"
+            ) from exc
         paths.append(href)
-    return StacOutput(paths[0], tuple(paths[1:]))
+    return StacOutput(paths[1], tuple(paths[:1]))
