@@ -2,7 +2,9 @@
 
 Each tile (one Zarr shard of every variable) is one task: locally a loop with a progress bar, on a
 ``dask.distributed`` cluster one future per tile (the plan, with its Items, is scattered once). Tiles already
-marked done are skipped, so a rerun after a kill completes only the missing tiles.
+marked done are skipped, so a rerun after a kill completes only the missing tiles; tiles whose markers record
+Items that failed to read are rebuilt by a rerun (``retry_failed``), so an outage during a build is repaired by
+rerunning it once the Items can be read.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class BuildReport:
     items: dict[str, int] = field(default_factory=dict)
     failures: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     gap_fraction: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: tiles of a resumed build rebuilt because their markers recorded Items that failed to read
+    retried: list[list[int]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -155,6 +159,7 @@ def build_cube(
     progress: bool = False,
     overwrite: bool = False,
     plans: list[SourcePlan] | None = None,
+    retry_failed: bool = True,
 ) -> BuildReport:
     """Build (or resume) the cube described by ``config``.
 
@@ -170,6 +175,11 @@ def build_cube(
         Items is resumed, and a different one is an error).
     plans
         Pre-resolved sources (from :func:`resolve_sources`), to skip the search.
+    retry_failed
+        On resume, rebuild the tiles whose markers record Items that failed to read (a timeout, a 5xx, a file
+        missing then), so a cube built during an outage is completed once the Items can be read; Items that
+        still fail are left out and reported again. False keeps those tiles as built (they stay listed in the
+        report's ``failures`` and the cube's ``geosdm:failed_items``).
 
     Returns
     -------
@@ -202,6 +212,13 @@ def build_cube(
         store.create(variables, attrs=attrs, fingerprint=fp, overwrite=overwrite)
         all_tiles = list(tiles(gbox, config.output.tile_shape))
         done = store.done_tiles()
+        retried = _tiles_with_failures(store) if (retry_failed and done) else {}
+        if retried:
+            ids = sorted({i for fl in retried.values() for i in fl})
+            log.warning("cube %s: rebuilding %d tile(s) built while Items failed to read (%s); pass "
+                        "retry_failed=False to keep them", config.output.path, len(retried), ", ".join(ids[:10]))
+            store.unmark(sorted(retried))  # a kill during the rebuild leaves them unmarked, never stale-marked
+            done -= set(retried)
         todo = [t for t in all_tiles if t.index not in done]
         log.info("cube %s: %d tiles, %d already done", config.output.path, len(all_tiles), len(done))
         if client is None:
@@ -253,6 +270,7 @@ def build_cube(
             items={k: len(v) for k, v in used.items()},
             failures={k: _unique(v) for k, v in failures.items()},
             gap_fraction={s: {p: float(np.mean(v)) for p, v in per.items()} for s, per in gaps.items()},
+            retried=[list(i) for i in sorted(retried)],
         )
         if report.failures:
             log.warning("items that could not be read were left out and are listed in the report: %s", report.failures)
@@ -261,6 +279,16 @@ def build_cube(
             f.write(report.to_json())
         store.finalize({"geosdm:failed_items": report.failures, "geosdm:gap_fraction": report.gap_fraction})
         return report
+
+
+def _tiles_with_failures(store: CubeStore) -> dict[tuple[int, int], list[str]]:
+    """Tile index -> ids of the Items its marker records as failed to read (tiles without failures left out)."""
+    out = {}
+    for info in store.tile_infos():
+        ids = [str(f.get("item_id", "?")) for fl in info.get("failures", {}).values() for f in fl]
+        if ids:
+            out[(int(info["index"][0]), int(info["index"][1]))] = ids
+    return out
 
 
 def _unique(rows: list[dict[str, str]]) -> list[dict[str, str]]:

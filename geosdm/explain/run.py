@@ -341,8 +341,12 @@ def run_explain(
             chosen = list(config.attribution_species) if config.attribution_species else species
             attr = attribution_cube(m, config.cube, species=chosen, method=config.method, steps=config.steps,
                                     tile_shape=config.tile_shape, storage_options=config.cube_storage_options)
-            identity = {"model": attr.attrs["geosdm:model_hash"], "cube": str(config.cube),
-                        "cube_fingerprint": attr.attrs["geosdm:cube_fingerprint"], "method": config.method,
+            from geosdm.predict.write import cube_identity
+
+            # the cube by content (a cube rebuilt at the same path is another input), not by path
+            identity = {"model": attr.attrs["geosdm:model_hash"],
+                        "cube": cube_identity(config.cube, attr.attrs, inputs.variables, config.cube_storage_options),
+                        "method": config.method,
                         "steps": config.steps, "species": chosen}
             attrs = {"title": "geosdm attribution maps", **attr.attrs, "geosdm:species": chosen}
             store = config.path("attribution.zarr")
@@ -399,6 +403,7 @@ def run_explain(
         if config.mess:
             from geosdm.explain.extrapolation import mess, reference_from
             from geosdm.io.layers import open_layers, write_layers
+            from geosdm.predict.write import cube_identity
 
             ref = reference_from(table, [v for v in variables], model=m)
             ext = mess(ref, config.cube, per_variable=config.mess_per_variable, tile_shape=config.tile_shape,
@@ -406,7 +411,8 @@ def run_explain(
             store = config.path("mess.zarr")
             report.mess = write_layers(
                 ext, store, dtypes="float32", attrs={"title": "geosdm extrapolation (MESS)", **ext.attrs},
-                identity={"cube": str(config.cube), "reference": ext.attrs["geosdm:reference_token"],
+                identity={"cube": cube_identity(config.cube, ext.attrs, list(variables), config.cube_storage_options),
+                          "reference": ext.attrs["geosdm:reference_token"],
                           "per_variable": config.mess_per_variable},
                 chunk_shape=config.chunk_shape, storage_options=config.storage_options, client=c, progress=progress,
                 overwrite=overwrite, desc="mess")

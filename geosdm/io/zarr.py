@@ -31,8 +31,8 @@ from odc.geo.geobox import GeoBox
 from geosdm.errors import DataSourceError, InputError
 from geosdm.grid import grid_coords
 
-__all__ = ["CubeStore", "open_cube", "VariableSpec", "fingerprint", "missing_shards", "quiet_zarr", "raw_readable",
-           "read_window"]
+__all__ = ["CubeStore", "open_cube", "VariableSpec", "content_identity", "fingerprint", "missing_shards", "quiet_zarr",
+           "raw_readable", "read_window"]
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,9 @@ class CubeStore:
             existing = self.read_attrs().get("geosdm:fingerprint")
             if existing != fingerprint:
                 raise InputError(
-                    f"output {self.path!r} exists and was built from a different configuration "
-                    f"(fingerprint {existing} != {fingerprint}); choose another output path or pass overwrite=True"
+                    f"output {self.path!r} exists and was built from a different configuration or different "
+                    f"inputs (fingerprint {existing} != {fingerprint}; inputs are named by content, so a cube rebuilt "
+                    "or repaired since counts as different); choose another output path or pass overwrite=True"
                 )
             return False
         if overwrite:
@@ -275,6 +276,13 @@ class CubeStore:
         with fs.open(tmp, "w") as f:
             f.write(text)
         fs.mv(tmp, final)
+
+    def unmark(self, indices: Sequence[tuple[int, int]]) -> None:
+        """Delete the markers of ``indices`` before their tiles are rewritten: a kill during the rewrite then
+        leaves them unmarked (rebuilt by the next run), never marked over a half-written shard."""
+        paths = [self._marker(tuple(i)) for i in indices]  # type: ignore[arg-type]
+        if paths:
+            self.fs.rm(paths)
 
     def tile_infos(self) -> list[dict[str, Any]]:
         """The info dicts written with each tile's marker (failures, gaps), in tile order."""
@@ -371,6 +379,57 @@ def missing_shards(path: str, variables: Sequence[str], *,
         have = {"/".join(str(k).rsplit("/", 2)[-2:]) for k in fs.find(base)} if fs.exists(base) else set()
         missing += [(v, t) for t in sorted(tiles) if f"{t[0]}/{t[1]}" not in have]
     return missing
+
+
+#: Listing fields that change when an object's bytes change (object stores' ETag/MD5; a local file's mtime).
+_VERSION_FIELDS = ("ETag", "etag", "md5Hash", "content_md5", "mtime", "LastModified", "last_modified")
+
+
+def content_identity(path: str, variables: Sequence[str], *,
+                     storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What the ``variables`` of a Zarr store hold, independent of where the store is (for resume fingerprints).
+
+    Three short hashes: ``metadata`` of each variable's ``zarr.json`` (dtype, shape, codecs, attributes),
+    ``tiles`` of the tile markers in ``<store>.progress/`` (what each tile was built from, its failed Items;
+    empty without markers) and ``objects`` of every chunk/shard object of the variables: its key, size and
+    version (ETag on object stores, modification time on local disks). Rebuilding or repairing a tile, deleting
+    or truncating a shard, changes it; moving the store (with its ``.progress`` folder) or reaching it by
+    another URL does not. A copy that does not keep modification times counts as changed (safe: the
+    output is recomputed, never mixed). Where the store cannot be listed (plain HTTP), ``objects`` is
+    ``"unlisted"``.
+    """
+    fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
+    for folder in (root, root + ".progress"):  # another process may have rebuilt tiles since this one listed them
+        fs.invalidate_cache(folder)
+    names = list(dict.fromkeys(str(v) for v in variables))
+    metas = fs.cat([f"{root}/{v}/zarr.json" for v in names], on_error="return")
+    meta = hashlib.sha256()
+    for v in names:
+        raw = metas.get(f"{root}/{v}/zarr.json")
+        meta.update(f"{v}\0".encode() + (raw if isinstance(raw, bytes) else b"<missing>") + b"\0")
+    tiles = hashlib.sha256()
+    files = _marker_files(fs, root + ".progress")
+    if files:
+        raw_markers = fs.cat([files[k] for k in sorted(files)])
+        for k in sorted(files):
+            tiles.update(f"{k}\0".encode() + raw_markers[files[k]] + b"\0")
+    objects = hashlib.sha256()
+    try:
+        for v in names:
+            base = f"{root}/{v}"
+            listing = fs.find(base, detail=True) if fs.exists(base) else {}
+            for key in sorted(listing):
+                info = listing[key]
+                rel = str(key)[len(root):].lstrip("/")
+                if rel.endswith("zarr.json"):
+                    continue  # hashed by content above
+                version = next((info[f] for f in _VERSION_FIELDS if info.get(f) is not None), "")
+                objects.update(f"{rel}\0{info.get('size')}\0{version}\0".encode())
+        listed = objects.hexdigest()[:16]
+    except (NotImplementedError, OSError, ValueError):
+        listed = "unlisted"
+    return {"metadata": meta.hexdigest()[:16], "tiles": tiles.hexdigest()[:16] if files else "",
+            "objects": listed}
 
 
 def fingerprint(obj: Any) -> str:

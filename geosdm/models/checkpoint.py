@@ -21,6 +21,7 @@ from geosdm.errors import DataSourceError
 
 __all__ = [
     "FORMAT",
+    "complete_checkpoint",
     "flatten_optimizer",
     "load_checkpoint",
     "prefixed",
@@ -65,6 +66,24 @@ def save_checkpoint(path: str | PathLike[str], tensors: Mapping[str, Tensor], co
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def complete_checkpoint(path: str | PathLike[str]) -> Path | None:
+    """The last completely written checkpoint at ``path``, or None.
+
+    :func:`save_checkpoint` writes ``<name>.partial``, renames the current ``<name>`` to ``<name>.old``, renames
+    ``<name>.partial`` to ``<name>`` and deletes ``<name>.old``. A kill between the two renames leaves no
+    ``<name>``: ``<name>.old`` is then the complete previous checkpoint. ``<name>.partial`` is never used (it
+    may be half-written). A ``<name>`` folder is returned as it is (damage there is reported by
+    :func:`load_checkpoint`, not skipped).
+    """
+    out = Path(path)
+    if out.is_dir():
+        return out
+    old = out.with_name(out.name + ".old")
+    if (old / TENSORS).is_file() and (old / CONFIG).is_file():
+        return old
+    return None
 
 
 def load_checkpoint(path: str | PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:

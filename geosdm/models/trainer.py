@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from geosdm.errors import InputError
 from geosdm.models.checkpoint import (
+    complete_checkpoint,
     flatten_optimizer,
     load_checkpoint,
     prefixed,
@@ -205,11 +206,12 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     result, best, bad_epochs, start = TrainResult(), None, 0, 0
     ckpt = Path(settings.checkpoint_dir) / "last" if settings.checkpoint_dir else None
-    if settings.resume and ckpt is not None and (ckpt / "config.json").is_file():
-        tensors, meta = load_checkpoint(ckpt)
+    found = complete_checkpoint(ckpt) if settings.resume and ckpt is not None else None
+    if found is not None:
+        tensors, meta = load_checkpoint(found)
         if meta.get("fingerprint") != settings.fingerprint:
             raise InputError(
-                f"checkpoint {str(ckpt)!r} was written by a different configuration or data "
+                f"checkpoint {str(found)!r} was written by a different configuration or data "
                 f"(fingerprint {meta.get('fingerprint')} != {settings.fingerprint}); use another checkpoint_dir "
                 "or resume=False"
             )
@@ -221,7 +223,7 @@ def fit_objective(objective: Objective, train_batches: Callable[[int], Iterable[
         result.resumed_from = start
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
-        log.info("resuming from %s at epoch %d", ckpt, start)
+        log.info("resuming from %s at epoch %d", found, start)
     penalised = bool(settings.input_penalty) and input_weight(objective.network) is not None
     model: nn.Module = objective
     if distributed:

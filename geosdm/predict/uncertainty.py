@@ -347,16 +347,17 @@ def write_uncertainty(
     config = {"dtypes": dtypes, "area_m2": ds.attrs["geosdm:area_m2"], "mc_dropout": int(mc_dropout),
               "quantiles": list(ds.attrs["geosdm:quantiles"]), "calibration": ds.attrs["geosdm:calibration"],
               "seed": int(seed), "tile_shape": list(tile)}
-    cube_id = ({"path": str(cube), "fingerprint": ds.attrs["geosdm:cube_fingerprint"]}
-               if not isinstance(cube, xr.Dataset) else {"dataset": ds.attrs["geosdm:cube_fingerprint"]
-                                                         or dask.base.tokenize(cube)})
+    from geosdm.predict.write import cube_identity
+
+    cube_id = cube_identity(cube, ds.attrs, model_inputs(m).variables, cube_storage_options)
     summary = model_summary(m)
     attrs = {"title": "geosdm species distribution uncertainty",
              "geosdm:model_hash": ds.attrs["geosdm:model_hash"],
              "geosdm:model": {k: summary.get(k) for k in ("class", "network", "loss", "link", "calibrated",
                                                           "area_unit_m2")},
              "geosdm:model_path": str(model) if isinstance(model, (str, PathLike)) else None,
-             "geosdm:cube": cube_id, "geosdm:config": config,
+             "geosdm:cube": {"path": str(cube) if not isinstance(cube, xr.Dataset) else None, **cube_id},
+             "geosdm:config": config,
              **{k: v for k, v in ds.attrs.items() if k in ("geosdm:samples", "geosdm:ensemble_members",
                                                             "geosdm:mc_dropout")}}
     return write_layers(ds, path, dtypes=dtypes, attrs=attrs,

@@ -10,7 +10,7 @@ store byte-identical to an uninterrupted run. Attributes record the model hash, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ import xarray as xr
 
 from geosdm.errors import InputError
 from geosdm.io.layers import UINT8_NODATA, UINT8_SCALE, Dtype, WriteReport, encode_probability, open_layers, write_layers
-from geosdm.predict._model import as_model, model_summary
+from geosdm.predict._model import as_model, model_inputs, model_summary
 from geosdm.predict.lazy import predict
 
 if TYPE_CHECKING:
@@ -28,12 +28,21 @@ if TYPE_CHECKING:
 __all__ = ["WriteReport", "write_predictions", "open_predictions", "encode_probability", "UINT8_SCALE", "UINT8_NODATA"]
 
 
-def _cube_identity(cube: Any, attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """What identifies the input cube in the resume fingerprint: its path and build fingerprint, or a token."""
+def cube_identity(cube: Any, attrs: Mapping[str, Any], variables: Sequence[str],
+                  storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What identifies the input cube in a resume fingerprint: its content, not its path.
+
+    For a store: its build fingerprint and :func:`geosdm.io.zarr.content_identity` of the ``variables`` read
+    (their metadata, tile markers and shard objects' sizes and ETags/modification times), so a cube rebuilt or
+    repaired at the same path is a different input (resume refuses to mix old tiles with new ones), and the
+    same cube reached by another path or URL is the same one. For an in-memory Dataset: a token of it.
+    """
     fp = attrs.get("geosdm:cube_fingerprint")
     if isinstance(cube, xr.Dataset):
         return {"dataset": fp or dask.base.tokenize(cube)}
-    return {"path": str(cube), "fingerprint": fp}
+    from geosdm.io.zarr import content_identity
+
+    return {"fingerprint": fp, **content_identity(str(cube), variables, storage_options=storage_options)}
 
 
 def write_predictions(
@@ -103,7 +112,7 @@ def write_predictions(
     area_m2 = float(ds.attrs["geosdm:area_m2"])
     config = {"dtype": dtype, "area_m2": area_m2, "log_intensity": bool(log_intensity), "tile_shape": list(tile),
               "chunk_shape": list(chunk_shape or tile), "link": ds.attrs["geosdm:link"]}
-    cube_id = _cube_identity(cube, ds.attrs)
+    cube_id = cube_identity(cube, ds.attrs, model_inputs(m).variables, cube_storage_options)
     summary = model_summary(m)
     attrs = {
         "title": "geosdm species distribution predictions",
@@ -111,7 +120,7 @@ def write_predictions(
         "geosdm:model": {k: summary[k] for k in ("class", "network", "loss", "link", "calibrated", "area_unit_m2",
                                                  "feature_names")},
         "geosdm:model_path": str(model) if isinstance(model, (str, PathLike)) else None,
-        "geosdm:cube": cube_id,
+        "geosdm:cube": {"path": str(cube) if not isinstance(cube, xr.Dataset) else None, **cube_id},
         "geosdm:config": config,
     }
     ds["probability"].attrs["geosdm:area_m2"] = area_m2
