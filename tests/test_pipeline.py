@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +17,31 @@ from geosdm.io import open_cube
 from geosdm.pipeline import load_pipeline
 
 
+#: Credentials a batch job's environment holds (fake values): none may reach an output, a log or the report.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEGEOSDM7Q2X", "AWS_SECRET_ACCESS_KEY": "fakeSecretGeosdm/k9Zq+Wv3",
+    "AWS_SESSION_TOKEN": "FakeSessionTokenGeosdm8812", "AZURE_STORAGE_SAS_TOKEN": "sv=2024&sig=fakeSigGeosdm551",
+    "GDAL_HTTP_BEARER": "fakeBearerGeosdm0741", "PC_SDK_SUBSCRIPTION_KEY": "fakePcKeyGeosdm3309",
+    "GOOGLE_APPLICATION_CREDENTIALS_JSON": "fakeGcsGeosdm6620",
+}
+
+
+def _files_holding(root: Path, needles: list[str]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            hits += [f"{path.relative_to(root)}: {n[:8]}..." for n in needles if n.encode() in data]
+    return hits
+
+
 @pytest.mark.slow
 def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     proc = subprocess.run(
         [sys.executable, "-m", "geosdm", "demo", "run", "--preset", "small", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, env={**os.environ, **FAKE_CREDENTIALS},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = " ".join(proc.stdout.split())  # rich wraps long lines
@@ -57,6 +76,10 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     assert list((out / "interactions" / "cogs").glob("joint*.tif"))
     after = {p.pid for p in psutil.Process().children(recursive=True)}
     assert after <= before, "services must stop with the pipeline"
+    # credentials from the environment appear in no output (stores, COGs, STAC, report, logs) and no console line
+    secrets = list(FAKE_CREDENTIALS.values())
+    assert not _files_holding(out, secrets)
+    assert not [n for n in secrets if n in proc.stdout or n in proc.stderr]
     # a rerun resumes: the demo and the cube are reused, not rebuilt
     again = subprocess.run(
         [sys.executable, "-m", "geosdm", "demo", "run", "--preset", "small", "--out", str(out)],
