@@ -28,10 +28,12 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
+from geosdm._secrets import redact, redact_url
 from geosdm.errors import DataSourceError, InputError
 from geosdm.grid import grid_coords
 
-__all__ = ["CubeStore", "open_cube", "VariableSpec", "content_identity", "fingerprint", "missing_shards", "quiet_zarr",
+__all__ = ["CubeStore", "open_cube", "VariableSpec", "check_shards", "content_identity", "fingerprint",
+           "missing_shards", "quiet_zarr",
            "raw_readable", "read_window"]
 
 log = logging.getLogger(__name__)
@@ -116,21 +118,52 @@ class CubeStore:
 
     @contextmanager
     def writer(self) -> Iterator[None]:
-        """Hold the output's writer lock (``<path>.lock``: host, pid, start) while a run writes it.
+        """Hold the output's writer lock ``<path>.lock`` (JSON: host, pid, start in UTC, a run id) while a run
+        writes it; removed at the end.
 
         A second run pointed at the same output (also with ``overwrite``, which would delete what the first
-        is writing) is refused with the holder named; a lock left by a dead process on this host is taken
-        over. On object stores, which have no atomic create here, no lock is taken (documented limit).
+        is writing) is refused with :class:`InputError` naming the holder. The lock is created atomically: on
+        a file system with ``O_EXCL``, on an object store (``s3://``) with a conditional PUT
+        (``If-None-Match: *``; S3 answers 412 when the object exists). A lock left by a dead process on this
+        host is taken over (on object stores by a PUT conditional on the dead lock's ETag, so two runs taking
+        over at once cannot both win). Whether a process on another host still runs cannot be checked: a lock
+        left by a run killed elsewhere stays until deleted by hand (the error names it; e.g.
+        ``aws s3 rm s3://bucket/out.zarr.lock``). Locks expire by no age: a long run does not lose its lock.
+        Other object stores (GCS, Azure, HTTP) get no lock: do not point two runs at one output there.
         """
-        fs = self.fs
-        if not _is_local(fs):
-            yield
-            return
         import time as _time
 
-        from geosdm._owner import host_name, process_alive
+        from geosdm._owner import host_name
 
-        me = {"host": host_name(), "pid": os.getpid(), "started": _time.strftime("%Y-%m-%dT%H:%M:%S")}
+        me = {"host": host_name(), "pid": os.getpid(), "started": _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime()),
+              "run": uuid.uuid4().hex[:12]}
+        fs = self.fs
+        protocol = set(fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+        if not _is_local(fs) and not protocol & {"s3", "s3a"}:  # exclusive create checked on S3 only: no lock
+            log.info("%s: no writer lock on %s stores; do not point two runs at it", redact_url(self.path),
+                     sorted(protocol))
+            yield
+            return
+        local = _is_local(fs)
+        take = self._lock_file if local else self._lock_object
+        release = self._unlock_file if local else self._unlock_object
+        take(fs, me)
+        try:
+            yield
+        finally:
+            release(fs, me)
+
+    def _refuse(self, held: Mapping[str, Any]) -> InputError:
+        path = redact_url(self.lock_path)
+        return InputError(
+            f"output {redact_url(self.path)!r} is being written by another run (pid {held.get('pid', '?')} on "
+            f"{held.get('host', '?')}, since {held.get('started', '?')}, run {held.get('run', '?')}); wait for it "
+            f"to finish or write elsewhere. If no such run exists (killed on another host), delete {path!r}"
+        )
+
+    def _lock_file(self, fs: fsspec.AbstractFileSystem, me: Mapping[str, Any]) -> None:
+        from geosdm._owner import process_alive
+
         path = self.lock_path
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
         for _ in range(2):
@@ -149,21 +182,70 @@ class CubeStore:
                     except FileNotFoundError:
                         pass
                     continue
-                raise InputError(
-                    f"output {self.path!r} is being written by another run (pid {held.get('pid', '?')} on "
-                    f"{held.get('host', '?')}, since {held.get('started', '?')}); wait for it to finish or write "
-                    f"elsewhere. If no such run exists, delete {path!r}"
-                ) from None
+                raise self._refuse(held) from None
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            break
+            return
+
+    def _unlock_file(self, fs: fsspec.AbstractFileSystem, me: Mapping[str, Any]) -> None:
         try:
-            yield
-        finally:
+            os.remove(self.lock_path)
+        except FileNotFoundError:
+            pass
+
+    def _lock_object(self, fs: fsspec.AbstractFileSystem, me: Mapping[str, Any]) -> None:
+        """Create ``<path>.lock`` with ``If-None-Match: *``; take over a dead local holder's with ``If-Match``."""
+        from geosdm._owner import process_alive
+
+        path, body = self.lock_path, json.dumps(dict(me)).encode()
+        for _ in range(3):
             try:
-                os.remove(path)
-            except FileNotFoundError:
+                fs.pipe_file(path, body, mode="create")  # s3fs: PutObject(IfNoneMatch="*"); 412 -> FileExistsError
+                return
+            except FileExistsError:
                 pass
+            except (NotImplementedError, TypeError, ValueError) as err:  # a file system without exclusive create
+                raise InputError(
+                    f"output {redact_url(self.path)!r}: its store cannot create the writer lock {redact_url(path)!r} "
+                    f"atomically ({type(err).__name__}: {redact(str(err))}); it needs S3 conditional writes "
+                    "(If-None-Match) through s3fs's exclusive create (pipe_file mode='create'; checked with "
+                    "s3fs 2026.9.0, botocore 1.43.117)"
+                ) from err
+            fs.invalidate_cache(path)
+            try:
+                raw = fs.cat_file(path)
+            except FileNotFoundError:
+                continue  # released in between: try again
+            try:
+                held = json.loads(raw)
+            except ValueError:
+                held = {}
+            if held.get("run") == me["run"]:
+                return  # our own PUT, answered 412 on a retry after its first answer was lost
+            if held.get("host") == me["host"] and not process_alive(int(held.get("pid", -1))):
+                etag = fs.info(path).get("ETag")
+                try:  # replaces exactly the dead run's lock: of two runs taking it over, one wins
+                    fs.pipe_file(path, body, IfMatch=etag)
+                except (FileExistsError, FileNotFoundError, PermissionError, OSError):
+                    continue
+                log.warning("%s: taking over the lock of pid %s, which no longer runs", redact_url(self.path),
+                            held.get("pid"))
+                return
+            raise self._refuse(held)
+        raise InputError(f"output {redact_url(self.path)!r}: could not take the writer lock {redact_url(path)!r} "
+                         "(other runs keep taking and releasing it); retry later")
+
+    def _unlock_object(self, fs: fsspec.AbstractFileSystem, me: Mapping[str, Any]) -> None:
+        """Delete the lock if it is still this run's (a lock deleted by hand and taken by another run is kept)."""
+        try:
+            held = json.loads(fs.cat_file(self.lock_path))
+        except (FileNotFoundError, ValueError):
+            return
+        if held.get("run") == me["run"]:
+            fs.rm_file(self.lock_path)
+        else:
+            log.warning("%s: the writer lock now belongs to run %s (pid %s on %s); left in place",
+                        redact_url(self.path), held.get("run"), held.get("pid"), held.get("host"))
 
     def exists(self) -> bool:
         return self.fs.exists(f"{self.path}/zarr.json")
@@ -358,27 +440,80 @@ def _read_markers(fs: fsspec.AbstractFileSystem, progress: str) -> list[dict[str
     return [json.loads(raw[files[k]]) for k in sorted(files)]
 
 
-def missing_shards(path: str, variables: Sequence[str], *,
-                   storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, int]]]:
-    """(variable, tile) pairs whose shard a tile's marker says was written with data but that the store lacks.
-
-    Reading such a shard would silently give the fill value (NaN: a hole in every map made from it). Stores
-    without markers, and markers written before they listed their variables, are not checked.
-    """
+def _shard_check(path: str, variables: Sequence[str], storage_options: Mapping[str, Any] | None
+                 ) -> tuple[list[tuple[str, tuple[int, int]]], set[tuple[int, int]], list[str]]:
+    """(lost (variable, tile) pairs, tiles whose markers do not list their variables, variables with no folder)."""
     fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
-    expected: dict[str, list[tuple[int, int]]] = {str(v): [] for v in variables}
+    names = [str(v) for v in dict.fromkeys(variables)]
+    expected: dict[str, list[tuple[int, int]]] = {v: [] for v in names}
+    unlisted: set[tuple[int, int]] = set()
     for info in _read_markers(fs, root + ".progress"):
-        for v in info.get("nonempty", ()):
+        tile = (int(info["index"][0]), int(info["index"][1]))
+        if "nonempty" not in info:  # written before markers listed their variables: any of them may be lost
+            unlisted.add(tile)
+        for v in (names if "nonempty" not in info else info["nonempty"]):
             if v in expected:
-                expected[v].append((int(info["index"][0]), int(info["index"][1])))
-    missing = []
-    for v, tiles in expected.items():
-        if not tiles:
+                expected[v].append(tile)
+    missing: list[tuple[str, tuple[int, int]]] = []
+    gone: list[str] = []
+    for v in names:
+        tiles = expected[v]
+        if not tiles:  # no marker says it holds data; a variable without its folder is still lost
+            if not fs.exists(f"{root}/{v}"):
+                gone.append(v)
             continue
         base = f"{root}/{v}/c"
         have = {"/".join(str(k).rsplit("/", 2)[-2:]) for k in fs.find(base)} if fs.exists(base) else set()
         missing += [(v, t) for t in sorted(tiles) if f"{t[0]}/{t[1]}" not in have]
-    return missing
+    return missing, unlisted, gone
+
+
+def missing_shards(path: str, variables: Sequence[str], *,
+                   storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, int]]]:
+    """(variable, tile) pairs whose shard a tile's marker says was written with data but that the store lacks.
+
+    Reading such a shard would silently give the fill value (NaN: a hole in every map made from it). A marker
+    written before markers listed their variables (no ``nonempty``) expects a shard of every variable: Zarr
+    stores no all-fill shard, so such a tile's missing shard may be lost or may never have held data, and only
+    rebuilding the tile (its new marker lists them) tells. Stores without markers are not checked here (see
+    :func:`check_shards`).
+    """
+    return _shard_check(path, variables, storage_options)[0]
+
+
+def check_shards(path: str, variables: Sequence[str], *, storage_options: Mapping[str, Any] | None = None,
+                 reading: str = "predicting would leave holes there") -> None:
+    """Refuse a store whose ``variables`` lost shards (:func:`missing_shards`) or their whole folder (deleted
+    while consolidated metadata still lists them): reading them would give NaN, a silent hole.
+
+    ``reading`` says what the caller would do with the NaN (it ends the first sentence of the message).
+
+    Raises
+    ------
+    DataSourceError
+        Naming the cube, the variables, the first tile and the marker to delete to rebuild it.
+    """
+    lost, unlisted, gone = _shard_check(path, variables, storage_options)
+    where = redact_url(str(path))
+    if lost:
+        names = sorted({v for v, _ in lost})
+        v, (iy, ix) = lost[0]
+        old = sorted({t for _, t in lost} & unlisted)
+        note = (f" The markers of {len(old)} of these tiles (first: {old[0][0]}, {old[0][1]}) predate the list of "
+                "variables holding data, so a shard never written there (a tile where the variable is all NaN, "
+                "e.g. sea) cannot be told from a lost one: rebuilding those tiles writes markers that say."
+                if old else "")
+        raise DataSourceError(
+            f"cube {where!r} lacks {len(lost)} shard(s) its build wrote, of {names} (first: {v!r} tile {iy}, {ix}: "
+            f"{where}/{v}/c/{iy}/{ix}); {reading}. Rebuild those tiles: delete "
+            f"{where}.progress/tile_{iy:04d}_{ix:04d}.json (and the other lost tiles' markers) and rerun "
+            f"'geosdm cube build', or rebuild with --overwrite.{note}"
+        )
+    if gone:
+        raise DataSourceError(
+            f"cube {where!r} lacks the folder of variable(s) {gone} ({where}/{gone[0]}/), which its metadata still "
+            f"list; {reading}. Rebuild the cube (--overwrite) or restore the folder"
+        )
 
 
 #: Listing fields that change when an object's bytes change (object stores' ETag/MD5; a local file's mtime).
@@ -474,6 +609,68 @@ def _open_arrays(path: str, options: str, variables: tuple[str, ...], stamp: int
         return tuple(group[v]._async_array for v in variables)  # type: ignore[union-attr]
 
 
+#: Tries of a remote read after the first (``read_window``), and the first wait; the wait doubles each time.
+READ_RETRIES = 3
+READ_BACKOFF_S = 0.2
+#: HTTP statuses worth another try: timeouts, throttling (429, S3's 503 SlowDown) and server errors.
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def _status(err: BaseException) -> int | None:
+    """The HTTP status behind a read error (aiohttp, botocore), if any."""
+    for e in _chain(err):
+        status = getattr(e, "status", None)
+        if isinstance(status, int):
+            return status
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(code, int):
+                return code
+    return None
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether a remote read error is the transport's or the host's (worth a retry), not the object's bytes:
+    a 408/429/5xx status, a connection refused, reset or closed (also mid-body: a body shorter than its
+    Content-Length), a timeout."""
+    status = _status(err)
+    if status is not None:
+        return status in _TRANSIENT_STATUS
+    try:
+        import aiohttp
+
+        transport: tuple[type[BaseException], ...] = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
+    except ImportError:  # pragma: no cover - aiohttp comes with fsspec's HTTP file system
+        transport = ()
+    names = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ResponseStreamingError",
+             "IncompleteReadError"}  # botocore's, by name: botocore is optional here
+    return any(isinstance(e, (*transport, ConnectionError, TimeoutError)) or type(e).__name__ in names
+               for e in _chain(err))
+
+
+def _permanent(err: BaseException) -> bool:
+    """Errors another try cannot mend: the object is absent or refused (403, 404), or the request is wrong."""
+    status = _status(err)
+    return (status is not None and status not in _TRANSIENT_STATUS) or isinstance(
+        err, (FileNotFoundError, PermissionError, KeyError, IndexError, TypeError))
+
+
+def _host(path: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(redact_url(path)).netloc or path.split("://", 1)[0]
+
+
 def read_window(path: str, variables: tuple[str, ...], window: tuple[slice, slice], *,
                 storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """``(V, h, w)`` float32 window of 2-D variables of a Zarr v3 cube, all chunks fetched concurrently.
@@ -481,24 +678,58 @@ def read_window(path: str, variables: tuple[str, ...], window: tuple[slice, slic
     One asynchronous gather over every variable's chunks instead of one blocking read per variable: about
     40% less time and CPU per tile (zarr-python's cost is per call and per chunk). Only for variables that
     :func:`raw_readable` accepts (values as stored); the opened arrays are cached per process.
+
+    On remote stores (``http(s)://``, ``s3://``, ...) a failed read of a variable is tried again
+    :data:`READ_RETRIES` times, after 0.2, 0.4, 0.8 s (fsspec's HTTP file system does not retry; s3fs's own
+    retries come first): a 429/5xx answer, a connection dropped, a body shorter than announced. A read that
+    still fails raises :class:`DataSourceError` naming the variable and cells, and either the host and its
+    last answer (a transport fault: the cube is not known to be damaged) or the shard as truncated or corrupt
+    (what was read does not decode: local files are never retried).
     """
     import asyncio
 
     from zarr.core.sync import sync
 
-    arrays = _arrays(str(path), json.dumps(dict(storage_options or {}), sort_keys=True, default=str), variables)
+    remote = "://" in str(path) and not str(path).startswith("file://")
+    options = json.dumps(dict(storage_options or {}), sort_keys=True, default=str)
+    arrays = _arrays(str(path), options, variables)
+    tries = READ_RETRIES + 1 if remote else 1
 
     async def gather() -> list[Any]:
-        return await asyncio.gather(*[a.getitem(window) for a in arrays], return_exceptions=True)
+        parts: list[Any] = [None] * len(arrays)
+        todo = list(range(len(arrays)))
+        for attempt in range(tries):
+            got = await asyncio.gather(*[arrays[i].getitem(window) for i in todo], return_exceptions=True)
+            for i, part in zip(todo, got):
+                parts[i] = part
+            todo = [i for i in todo if isinstance(parts[i], BaseException) and not _permanent(parts[i])]
+            if not todo or attempt == tries - 1:
+                break
+            delay = READ_BACKOFF_S * 2**attempt
+            log.warning("cube %s: read of %s at %s failed (%s); retry %d/%d in %.1f s", redact_url(str(path)),
+                        [variables[i] for i in todo], window, type(parts[todo[0]]).__name__, attempt + 1,
+                        tries - 1, delay)
+            await asyncio.sleep(delay)
+        return parts
 
     out = np.empty((len(variables), window[0].stop - window[0].start, window[1].stop - window[1].start), np.float32)
+    where = redact_url(str(path))
     for i, part in enumerate(sync(gather())):
         if isinstance(part, BaseException):
             (y0, y1), (x0, x1) = (window[0].start, window[0].stop), (window[1].start, window[1].stop)
+            what = f"cube {where!r}: cannot read variable {variables[i]!r} at rows {y0}:{y1}, columns {x0}:{x1}"
+            if remote and _transient(part):
+                status = _status(part)
+                answer = f"HTTP {status}" if status is not None else f"{type(part).__name__}: {redact(str(part))}"
+                raise DataSourceError(
+                    f"{what}: transient read error from the host {_host(str(path))} ({answer}) on each of "
+                    f"{tries} tries; the cube itself is not known to be damaged. Check the host (its status, "
+                    "throttling, the network) and rerun; finished tiles are kept"
+                ) from part
             raise DataSourceError(
-                f"cube {path!r}: cannot read variable {variables[i]!r} at rows {y0}:{y1}, columns {x0}:{x1} "
-                f"({type(part).__name__}: {part}); its shard there is truncated or corrupt: rebuild that tile "
-                f"(delete its marker in {path}.progress/ and rerun 'geosdm cube build') or restore the file"
+                f"{what} ({type(part).__name__}: {redact(str(part))}); its shard there is truncated or corrupt: "
+                f"rebuild that tile (delete its marker in {where}.progress/ and rerun 'geosdm cube build') or "
+                "restore the file"
             ) from part
         out[i] = part
     return out

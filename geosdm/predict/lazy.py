@@ -160,19 +160,9 @@ def with_halo(stacked: da.Array, halo: int) -> da.Array:
 
 def _check_shards(path: str, variables: list[str], storage_options: Mapping[str, Any] | None) -> None:
     """Refuse a cube whose build wrote shards that are gone: reading them would give NaN, a silent hole."""
-    from geosdm.errors import DataSourceError
-    from geosdm.io.zarr import missing_shards
+    from geosdm.io.zarr import check_shards
 
-    lost = missing_shards(path, variables, storage_options=storage_options)
-    if lost:
-        names = sorted({v for v, _ in lost})
-        v, (iy, ix) = lost[0]
-        raise DataSourceError(
-            f"cube {path!r} lacks {len(lost)} shard(s) its build wrote, of {names} (first: {v!r} tile {iy}, {ix}: "
-            f"{path}/{v}/c/{iy}/{ix}); predicting would leave holes there. Rebuild those tiles: delete "
-            f"{path}.progress/tile_{iy:04d}_{ix:04d}.json (and the other lost tiles' markers) and rerun "
-            "'geosdm cube build', or rebuild with --overwrite"
-        )
+    check_shards(path, variables, storage_options=storage_options, reading="predicting would leave holes there")
 
 
 def _empty_variables(path: str, variables: tuple[str, ...], storage_options: Mapping[str, Any] | None) -> list[str]:
