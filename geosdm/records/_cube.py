@@ -99,6 +99,8 @@ def cube_source(
     ------
     MissingVariableError
         A requested variable is absent.
+    DataSourceError
+        A store lacks shards its build wrote, or a variable's folder (:func:`geosdm.io.zarr.check_shards`).
     InputError
         A requested variable is not 2-D ``(y, x)``.
     GridError
@@ -132,6 +134,12 @@ def cube_source(
         raise InputError(f"cube variables {not2d} are not 2-D (y, x); select one slice first, e.g. cube.isel(time=0)")
     if not names:
         raise InputError("cube has no 2-D (y, x) covariate variables to read")
+    if path is not None:  # a lost shard reads as NaN: covariates silently missing, rows dropped before training
+        from geosdm.io.zarr import check_shards
+
+        check_shards(path, names, storage_options=storage_options,
+                     reading="reading covariates there would give NaN, and those records would be dropped or "
+                             "trained on holes")
     threads = n_threads if n_threads is not None else min(4, os.cpu_count() or 1)
 
     blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
