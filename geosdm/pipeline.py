@@ -27,7 +27,6 @@ from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
 from geosdm.records.inputs import RecordsInput
 from geosdm.errors import InputError
-from geosdm.sources import substitute_env
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "pipeline_dirs", "find_pipeline"]
 
@@ -153,7 +152,7 @@ def find_pipeline(name_or_path: str | os.PathLike[str]) -> Path:
 def load_pipeline(path: str | os.PathLike[str], *, env: dict[str, str] | None = None) -> PipelineConfig:
     """Read a pipeline YAML, substitute ``${VAR:-default}`` from the environment, validate once."""
     p = find_pipeline(path)
-    raw = substitute_env(read_yaml(p, what="pipeline"), env, origin=str(p))
+    raw = read_yaml(p, what="pipeline", env=env)
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as err:

@@ -43,6 +43,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer, model_validator
 
+from geosdm._yaml import substitute_env
 from geosdm.errors import InputError
 
 __all__ = [
@@ -446,42 +447,6 @@ class SourceConfig(_Frozen):
 
 # --------------------------------------------------------------------------------------------- loading
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def substitute_env(value: Any, env: Mapping[str, str] | None = None, *, origin: str = "<config>") -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a nested dict/list.
-
-    Raises
-    ------
-    InputError
-        A ``${VAR}`` without default is not set; the message names the key and the variable.
-    """
-    env = os.environ if env is None else env
-
-    def sub(v: Any, path: str) -> Any:
-        if isinstance(v, str):
-
-            def repl(m: re.Match[str]) -> str:
-                var, default = m.group(1), m.group(2)
-                if var in env:
-                    return env[var]
-                if default is not None:
-                    return default
-                raise InputError(
-                    f"{origin}: `{path}` refers to environment variable {var!r}, which is not set; set it "
-                    f"(export {var}=...) or give the value as an override (load_source(..., url=...))"
-                )
-
-            return _ENV_RE.sub(repl, v)
-        if isinstance(v, Mapping):
-            return {k: sub(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
-        if isinstance(v, list):
-            return [sub(x, f"{path}[{i}]") for i, x in enumerate(v)]
-        return v
-
-    return sub(value, "")
-
 
 def catalog_dirs() -> list[Path]:
     """Folders searched by :func:`load_source`, in order (existing ones only)."""
@@ -628,7 +593,7 @@ def load_source(
     origin = str(path)
     from geosdm._yaml import read_yaml
 
-    raw = read_yaml(path, what="source definition")
+    raw = read_yaml(path, what="source definition", substitute=False)  # after the overrides below
     if not raw:
         raise InputError(f"source definition {origin!r} is empty; see catalogs/*.yaml")
     raw.setdefault("name", path.stem)

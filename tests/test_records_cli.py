@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
+from geosdm.cli import app as geosdm_app
 from geosdm.cli._records import app
 from geosdm.records import write_records
 from tests.fixtures.records import RecordsCube
@@ -69,9 +70,10 @@ def test_cli_reports_errors_cleanly(records_table: pd.DataFrame, tmp_path: Path)
     bad = records_table.copy()
     bad.loc[0, "x"] = np.nan
     src = write_records(bad, tmp_path / "bad.parquet")
-    res = runner.invoke(app, ["validate", str(src), "--strict"])
+    res = runner.invoke(geosdm_app, ["records", "validate", str(src), "--strict"])
     assert res.exit_code == 1 and "invalid_coordinates" in res.output
     csv = tmp_path / "noproj.csv"
     csv.write_text("species,x,y\na,1,2\n")
-    res = runner.invoke(app, ["validate", str(csv)])
-    assert res.exit_code == 1 and "no CRS" in res.output
+    res = runner.invoke(geosdm_app, ["records", "validate", str(csv)])
+    assert res.exit_code == 1 and "error: InputError: " in res.output and "no CRS" in res.output
+    assert "Traceback" not in res.output

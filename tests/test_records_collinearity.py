@@ -94,6 +94,7 @@ def test_train_config_filters_and_saves_the_selection(tmp_path: Path) -> None:
 def test_cli_previews_the_filter_on_a_training_table(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from geosdm.cli import app as geosdm_app
     from geosdm.cli._records import app
     from geosdm.records import CovariateSelection
 
@@ -110,7 +111,8 @@ def test_cli_previews_the_filter_on_a_training_table(tmp_path: Path) -> None:
     assert "kept: tmean, rain, rain_cv" in res.output and "tmax ~ tmean" in res.output
     saved = CovariateSelection.load(tmp_path / "sel")
     assert saved is not None and saved.selected == ("tmean", "rain", "rain_cv")
-    res = runner.invoke(app, ["collinearity", str(path), "--variables", "tmean,nope"])
+    res = runner.invoke(geosdm_app, ["records", "collinearity", str(path), "--variables", "tmean,nope"])
     assert res.exit_code == 1 and "nope" in res.output
-    res = runner.invoke(app, ["collinearity", str(tmp_path / "missing.parquet")])
-    assert res.exit_code == 1 and "missing.parquet" in res.output
+    res = runner.invoke(geosdm_app, ["records", "collinearity", str(tmp_path / "missing.parquet")])
+    assert res.exit_code == 1 and "error: DataSourceError: cannot read training table" in res.output
+    assert "missing.parquet" in res.output and "Traceback" not in res.output

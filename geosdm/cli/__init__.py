@@ -7,6 +7,7 @@ prints a summary. Nothing in the library imports this package.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 import typer
@@ -16,8 +17,14 @@ __all__ = ["app"]
 
 
 class _Group(TyperGroup):
-    """The top-level command group: geosdm's own errors (bad input, missing data, grid problems) end the command
-    with their message and exit code 1, not a traceback; anything else is a bug and keeps its traceback."""
+    """The top-level command group, the one place where a command's error is reported.
+
+    geosdm's own errors (bad input, missing data, grid problems: :class:`~geosdm.errors.GeoSDMError`) end the
+    command with ``error: <Type>: <message>`` on stderr and exit code 1, not a traceback; with ``-v`` the
+    traceback is printed first, for bug reports. Anything else is a bug and keeps its traceback. Commands do not
+    catch errors themselves: the library (or the command's argument parsing) raises a GeoSDMError whose message
+    names the input and the fix.
+    """
 
     def invoke(self, ctx: Any) -> Any:
         from geosdm.errors import GeoSDMError
@@ -25,6 +32,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except GeoSDMError as err:
+            if ctx.params.get("verbose"):
+                typer.echo(traceback.format_exc().rstrip(), err=True)
             typer.secho(f"error: {type(err).__name__}: {err}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
 
@@ -34,7 +43,8 @@ app = typer.Typer(help="geosdm: species distribution and interaction maps from S
 
 
 @app.callback()
-def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v, -vv).")) -> None:
+def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                      help="More log output (-v, -vv); -v also prints an error's traceback.")) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 

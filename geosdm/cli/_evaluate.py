@@ -33,27 +33,24 @@ def run(
     prefit: bool = typer.Option(False, "--prefit", help="The table is held out already: no per-fold refits."),
 ) -> None:
     """Held-out metrics (per species, macro, micro, per fold), calibration and truth agreement; writes a report."""
-    from geosdm.errors import GeoSDMError
+    from geosdm.cli._options import validated
     from geosdm.evaluate import EvaluateConfig, run_evaluation
 
-    try:
-        if config is not None:
-            cfg = EvaluateConfig.from_yaml(config, section=section)
-            overrides = {k: v for k, v in {"model": model, "table": table, "output": output,
-                                           "calibrated_model": calibrated_model}.items() if v}
-            if overrides:
-                cfg = EvaluateConfig.model_validate({**cfg.model_dump(), **overrides})
-        else:
-            if not (model and table and output):
-                raise typer.BadParameter("give MODEL TABLE OUTPUT, or --config FILE")
-            cfg = EvaluateConfig(model=model, table=table, output=output, cube=cube, bias_cube=bias_cube,
-                                 log_bias=log_bias, calibration=None if calibration == "none" else calibration,
-                                 calibrated_model=calibrated_model, detection=detection, truth=truth,
-                                 cv="prefit" if prefit else "folds")
-        report = run_evaluation(cfg)
-    except (GeoSDMError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from None
+    if config is not None:
+        cfg = EvaluateConfig.from_yaml(config, section=section)
+        overrides = {k: v for k, v in {"model": model, "table": table, "output": output,
+                                       "calibrated_model": calibrated_model}.items() if v}
+        if overrides:
+            cfg = validated(EvaluateConfig, {**cfg.model_dump(), **overrides},
+                            f"evaluate configuration ({config} and arguments)")
+    else:
+        if not (model and table and output):
+            raise typer.BadParameter("give MODEL TABLE OUTPUT, or --config FILE")
+        values = dict(model=model, table=table, output=output, cube=cube, bias_cube=bias_cube, log_bias=log_bias,
+                      calibration=None if calibration == "none" else calibration, calibrated_model=calibrated_model,
+                      detection=detection, truth=truth, cv="prefit" if prefit else "folds")
+        cfg = validated(EvaluateConfig, values, "evaluate options")
+    report = run_evaluation(cfg)
     for line in report.lines():
         typer.echo(line)
     if cfg.calibrated_model and report.calibrator is not None:

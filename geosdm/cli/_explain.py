@@ -81,16 +81,17 @@ def run(
     from rich.console import Console
 
     from geosdm.cli._cluster import dask_client
+    from geosdm.cli._options import validated
     from geosdm.explain import ExplainConfig, run_explain
 
-    cfg = ExplainConfig(
+    cfg = validated(ExplainConfig, dict(
         model=str(model), cube=cube, table=table, output=output, species=_names(species),
         attribution_species=_names(attribution_species), scoring=scoring.value, scale=scale.value, area=area,
         n_repeats=repeats, n_points=points,
         regions=_regions(regions), region_field=region_field, method=method.value, steps=steps,
         attribution=attribution, mess=mess, cogs=cogs, stac=cogs, figures=figures,
         tile_shape=(tile, tile) if tile else None,
-    )
+    ), "explain options")
     with dask_client(scheduler, workers) as client:
         report = run_explain(cfg, client=client, progress=progress, overwrite=overwrite)
     console = Console()

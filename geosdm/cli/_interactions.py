@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from geosdm.cli._options import Dtype, json_option, print_outputs
+from geosdm.cli._options import Dtype, json_option, print_outputs, validated
 
 __all__ = ["app"]
 
@@ -82,7 +82,7 @@ def run(
     from geosdm.cli._cluster import dask_client
     from geosdm.interactions import InteractionsConfig, run_interactions
 
-    cfg = InteractionsConfig(
+    cfg = validated(InteractionsConfig, dict(
         predictions=predictions, edges=str(edges), nodes=str(nodes) if nodes else None, output=output,
         surveys=tuple(surveys or ()), method=method.value, detection=_detection(detection), leakage=leakage,
         aliases=json_option(aliases, "--aliases"),
@@ -90,7 +90,7 @@ def run(
         independent=independent, weighted=weighted, dtype=dtype.value, tile_shape=(tile, tile) if tile else None,
         cogs=cogs, per_layer=per_layer, stac=stac, collection_id=collection,
         storage_options=json_option(storage_options, "--storage-options"),
-    )
+    ), "interactions options")
     with dask_client(scheduler, workers) as client:
         report = run_interactions(cfg, client=client, progress=progress, overwrite=overwrite)
     console = Console()

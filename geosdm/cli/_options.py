@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
+from pydantic import BaseModel
 
-__all__ = ["Dtype", "json_option", "print_outputs"]
+__all__ = ["Dtype", "json_option", "print_outputs", "validated"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Dtype(str, Enum):
@@ -41,3 +44,33 @@ def print_outputs(console: Any, report: Any, output: str) -> None:
     if report.stac:
         console.print(f"STAC: {report.stac.collection}")
     console.print(f"done in {report.seconds:.1f} s")
+
+
+def validated(cls: type[M], values: dict[str, Any], what: str) -> M:
+    """``cls`` validated from a command's arguments (and overrides of a configuration file's values).
+
+    Raises
+    ------
+    InputError
+        A value does not validate: one line per bad key, with the value given (pydantic's ValidationError would
+        end the command with a traceback).
+    """
+    from pydantic import ValidationError
+
+    from geosdm.errors import InputError
+
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(x) for x in e["loc"]) or "<config>"
+            got = "" if e["type"] == "missing" else f" (got {_short(e.get('input'))})"
+            problems.append(f"`{loc}`: {e['msg']}{got}")
+        raise InputError(f"invalid {what}: " + "; ".join(problems) + "; fix the option or the configuration file "
+                         "(--help lists the options)") from None
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

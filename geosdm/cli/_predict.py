@@ -1,4 +1,5 @@
-"""`geosdm predict run MODEL CUBE OUTPUT` (Zarr + COGs + STAC) and `geosdm predict cogs STORE OUT_DIR`.
+"""`geosdm predict run MODEL CUBE OUTPUT` (Zarr + COGs + STAC) or `geosdm predict run -c FILE`, and
+`geosdm predict cogs STORE OUT_DIR`.
 
 Registered by the lead as ``app.add_typer(_predict.app, name="predict")``; each command parses arguments,
 calls one library function (:func:`geosdm.predict.run_prediction`, :func:`geosdm.predict.export_cogs`) and
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from geosdm.cli._options import Dtype, json_option, print_outputs
+from geosdm.cli._options import Dtype, json_option, print_outputs, validated
 
 __all__ = ["app"]
 
@@ -21,9 +22,13 @@ app = typer.Typer(help="Predict species distributions over a covariate cube (Zar
 
 @app.command("run")
 def run(
-    model: Path = typer.Argument(..., help="Model folder written by MultiSpeciesSDM.save."),
-    cube: str = typer.Argument(..., help="Covariate cube: Zarr path or s3:// URL."),
-    output: str = typer.Argument(..., help="Output folder or s3:// prefix (probability.zarr, cogs/, stac/)."),
+    ctx: typer.Context,
+    model: str = typer.Argument(None, help="Model folder written by MultiSpeciesSDM.save."),
+    cube: str = typer.Argument(None, help="Covariate cube: Zarr path or s3:// URL."),
+    output: str = typer.Argument(None, help="Output folder or s3:// prefix (probability.zarr, cogs/, stac/)."),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML PredictConfig (or a pipeline with `predict:`); "
+                                "arguments and options given on the command line override its values."),
+    section: str = typer.Option("predict", "--section", help="YAML section holding the config."),
     dtype: Dtype = typer.Option(Dtype.uint8, "--dtype", help="Stored as uint8 (0-250), float16, float32."),
     area: float = typer.Option(None, "--area", help="Area in m2 of the probabilities (default: the model's unit)."),
     log_intensity: bool = typer.Option(False, "--log-intensity", help="Also write log relative intensities."),
@@ -41,18 +46,35 @@ def run(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Write (or resume) the probability cube, then COGs and STAC; prints what was written."""
+    from click.core import ParameterSource
     from rich.console import Console
 
     from geosdm.cli._cluster import dask_client
     from geosdm.predict import PredictConfig, run_prediction
 
-    cfg = PredictConfig(
-        model=str(model), cube=cube, output=output, dtype=dtype.value, area=area, log_intensity=log_intensity,
-        tile_shape=(tile, tile) if tile else None, cogs=cogs, multiband=multiband,
-        species=tuple(s.strip() for s in species.split(",") if s.strip()) if species else None, stac=stac,
-        collection_id=collection, storage_options=json_option(storage_options, "--storage-options"),
-        cube_storage_options=json_option(cube_storage_options, "--cube-storage-options"),
-    )
+    values = {
+        "model": model, "cube": cube, "output": output, "dtype": dtype.value, "area": area,
+        "log_intensity": log_intensity, "tile_shape": (tile, tile) if tile else None, "cogs": cogs,
+        "multiband": multiband,
+        "species": tuple(s.strip() for s in species.split(",") if s.strip()) if species else None, "stac": stac,
+        "collection_id": collection, "storage_options": json_option(storage_options, "--storage-options"),
+        "cube_storage_options": json_option(cube_storage_options, "--cube-storage-options"),
+    }
+    if config is not None:
+        params = {"dtype": "dtype", "area": "area", "log_intensity": "log_intensity", "tile_shape": "tile",
+                  "cogs": "cogs", "multiband": "multiband", "species": "species", "stac": "stac",
+                  "collection_id": "collection", "storage_options": "storage_options",
+                  "cube_storage_options": "cube_storage_options"}
+        given = {k: v for k, v in values.items()
+                 if (k in ("model", "cube", "output") and v is not None)
+                 or (k in params and ctx.get_parameter_source(params[k]) == ParameterSource.COMMANDLINE)}
+        cfg = PredictConfig.from_yaml(config, section=section)
+        cfg = validated(PredictConfig, {**cfg.model_dump(), **given}, f"predict configuration ({config} and options)")
+    else:
+        if not (model and cube and output):
+            raise typer.BadParameter("give MODEL CUBE OUTPUT, or --config FILE")
+        cfg = validated(PredictConfig, values, "predict options")
+    output = cfg.output
     with dask_client(scheduler, workers) as client:
         report = run_prediction(cfg, client=client, progress=progress, overwrite=overwrite)
     w = report.write

@@ -14,6 +14,7 @@ import typer
 
 if TYPE_CHECKING:
     import pandas as pd
+    import xarray as xr
     from odc.geo.geobox import GeoBox
 
 __all__ = ["app"]
@@ -41,24 +42,30 @@ class BackgroundMethod(str, Enum):
     bias = "bias"
 
 
-def _fail(err: Exception) -> typer.Exit:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
 def _read(path: Path, crs: str | None) -> pd.DataFrame:
     from geosdm.records import read_records
 
     return read_records(path, crs=crs)
 
 
+def _open(cube: Path) -> xr.Dataset:
+    import xarray as xr
+
+    from geosdm.errors import DataSourceError
+
+    try:
+        return xr.open_zarr(cube, decode_coords="all")
+    except FileNotFoundError:
+        raise DataSourceError(f"--cube {str(cube)!r}: no Zarr cube there; build it first (geosdm cube build) or fix "
+                              "the path") from None
+
+
 def _geobox(cube: Path) -> GeoBox:
     import odc.geo.xr  # noqa: F401
-    import xarray as xr
 
     from geosdm.errors import GridError
 
-    gbox = xr.open_zarr(cube, decode_coords="all").odc.geobox
+    gbox = _open(cube).odc.geobox
     if gbox is None:
         raise GridError(f"cube {str(cube)!r} has no grid (spatial_ref); build it with geosdm.cube")
     return gbox
@@ -94,26 +101,23 @@ def validate(
     strict: bool = typer.Option(False, help="Fail (exit 1) if any record is invalid."),
 ) -> None:
     """Validate records and report dropped rows per reason."""
-    from geosdm.errors import GeoSDMError, InputError
+    from geosdm.errors import InputError
     from geosdm.records import validate_records
 
     try:
-        try:
-            bounds = tuple(float(v) for v in bbox.split(",")) if bbox else None
-        except ValueError:
-            raise InputError(f"--bbox {bbox!r} is not W,S,E,N numbers (lon/lat), e.g. --bbox -5.2,41.3,9.6,51.1"
-                             ) from None
-        valid, report = validate_records(
-            _read(path, crs),
-            geobox=_geobox(cube) if cube else None,
-            bounds=bounds,  # type: ignore[arg-type]
-            duplicates=duplicates.value,
-            max_uncertainty_m=max_uncertainty_m,
-            fix_swapped=fix_swapped,
-            on_invalid="raise" if strict else "drop",
-        )
-    except GeoSDMError as err:
-        raise _fail(err) from None
+        bounds = tuple(float(v) for v in bbox.split(",")) if bbox else None
+    except ValueError:
+        raise InputError(f"--bbox {bbox!r} is not W,S,E,N numbers (lon/lat), e.g. --bbox -5.2,41.3,9.6,51.1"
+                         ) from None
+    valid, report = validate_records(
+        _read(path, crs),
+        geobox=_geobox(cube) if cube else None,
+        bounds=bounds,  # type: ignore[arg-type]
+        duplicates=duplicates.value,
+        max_uncertainty_m=max_uncertainty_m,
+        fix_swapped=fix_swapped,
+        on_invalid="raise" if strict else "drop",
+    )
     typer.echo(str(report))
     if out:
         _write(valid, out)
@@ -128,13 +132,9 @@ def grid(
     crs: str | None = CRS_OPT,
 ) -> None:
     """Aggregate records to the cube's cells (counts per species and cell; survey plots with summed area)."""
-    from geosdm.errors import GeoSDMError
     from geosdm.records import aggregate_to_cells
 
-    try:
-        cells = aggregate_to_cells(_read(path, crs), _geobox(cube))
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    cells = aggregate_to_cells(_read(path, crs), _geobox(cube))
     _write(cells, out)
     typer.echo(f"wrote {len(cells)} cell rows ({cells['species'].nunique()} species) to {out}")
 
@@ -151,26 +151,27 @@ def background(
     seed: int | None = typer.Option(None, help="Random seed."),
 ) -> None:
     """Sample background points over the cube's valid cells (all covariates finite)."""
-    import xarray as xr
-
-    from geosdm.errors import GeoSDMError
+    from geosdm.errors import MissingVariableError
     from geosdm.records import sample_background, valid_mask
 
-    try:
-        gbox = _geobox(cube)
-        bias_layer = xr.open_zarr(cube)[bias].values if bias else None
-        table = sample_background(
-            gbox,
-            n,
-            method=method.value,
-            mask=valid_mask(cube),
-            records=_read(records, None) if records else None,
-            bias=bias_layer,
-            bandwidth=bandwidth,
-            seed=seed,
-        )
-    except (GeoSDMError, KeyError) as err:
-        raise _fail(err) from None
+    gbox = _geobox(cube)
+    bias_layer = None
+    if bias:
+        ds = _open(cube)
+        if bias not in ds.data_vars:
+            raise MissingVariableError(f"--bias {bias!r} is not a variable of cube {str(cube)!r}; choose one of "
+                                       f"{sorted(map(str, ds.data_vars))}")
+        bias_layer = ds[bias].values
+    table = sample_background(
+        gbox,
+        n,
+        method=method.value,
+        mask=valid_mask(cube),
+        records=_read(records, None) if records else None,
+        bias=bias_layer,
+        bandwidth=bandwidth,
+        seed=seed,
+    )
     _write(table, out)
     typer.echo(f"wrote {len(table)} background points ({method.value}) to {out}")
 
@@ -185,14 +186,10 @@ def extract(
     crs: str | None = CRS_OPT,
 ) -> None:
     """Read covariates at the records' points from the cube."""
-    from geosdm.errors import GeoSDMError
     from geosdm.records import extract_covariates
 
-    try:
-        recs = _read(path, crs)
-        table = extract_covariates(cube, recs, variables=_variables(variables), method=method.value)
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    recs = _read(path, crs)
+    table = extract_covariates(cube, recs, variables=_variables(variables), method=method.value)
     _write(table, out)
     n_cov = table.shape[1] - recs.shape[1]
     typer.echo(f"wrote {len(table)} rows x {n_cov} covariates to {out}")
@@ -209,14 +206,10 @@ def patches(
     crs: str | None = CRS_OPT,
 ) -> None:
     """Write size x size covariate patches around the records' points to a Zarr store."""
-    from geosdm.errors import GeoSDMError
     from geosdm.records import extract_patches
 
-    try:
-        recs = _read(path, crs)
-        store = extract_patches(cube, recs, out, size=size, variables=_variables(variables), overwrite=overwrite)
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    recs = _read(path, crs)
+    store = extract_patches(cube, recs, out, size=size, variables=_variables(variables), overwrite=overwrite)
     typer.echo(f"wrote {len(recs)} patches of {size} x {size} cells to {store}")
 
 
@@ -231,15 +224,11 @@ def folds(
     crs: str | None = CRS_OPT,
 ) -> None:
     """Assign spatial block CV folds (stored as a 'fold' column)."""
-    from geosdm.errors import GeoSDMError
     from geosdm.records import SpatialBlockKFold, add_folds
 
-    try:
-        gbox = _geobox(cube) if cube else None
-        recs = _read(path, crs)
-        table = add_folds(recs, SpatialBlockKFold(n_splits, block_size=block_size, geobox=gbox, seed=seed))
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    gbox = _geobox(cube) if cube else None
+    recs = _read(path, crs)
+    table = add_folds(recs, SpatialBlockKFold(n_splits, block_size=block_size, geobox=gbox, seed=seed))
     _write(table, out)
     counts = table["fold"].value_counts().sort_index().to_dict()
     typer.echo(f"wrote {len(table)} rows to {out}; rows per fold: {counts}")
@@ -259,17 +248,16 @@ def collinearity(
     """Which covariates a collinearity filter keeps (|r| < threshold, preferred ones first) and why others go."""
     import pandas as pd
 
-    from geosdm.errors import GeoSDMError
+    from geosdm.errors import DataSourceError
     from geosdm.records import select_training_covariates
 
     try:
         table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-        sel = select_training_covariates(table, _variables(variables), threshold=threshold,
-                                         prefer=_variables(prefer) or (), exclude=_variables(exclude) or ())
-    except GeoSDMError as err:
-        raise _fail(err) from None
-    except OSError as err:
-        raise _fail(OSError(f"cannot read training table {str(path)!r}: {err}")) from None
+    except (OSError, ValueError) as err:  # missing, unreadable, or not a table (pyarrow's ArrowInvalid)
+        raise DataSourceError(f"cannot read training table {str(path)!r} ({type(err).__name__}: {err}); give the "
+                              "table the records step wrote (.parquet, or .csv)") from None
+    sel = select_training_covariates(table, _variables(variables), threshold=threshold,
+                                     prefer=_variables(prefer) or (), exclude=_variables(exclude) or ())
     typer.echo(sel.summary())
     typer.echo("kept: " + ", ".join(sel.selected))
     if out is not None:

@@ -49,10 +49,8 @@ def serve(
 ) -> None:
     """Serve a demo folder over a local STAC API, a range-capable HTTP server and an S3 server (127.0.0.1)."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
 
-    from geosdm.errors import GeoSDMError
     from geosdm.services import serve_demo
 
     console = Console()
@@ -80,6 +78,3 @@ def serve(
                 served.check_alive()
     except KeyboardInterrupt:
         console.print("Stopped all services.")
-    except GeoSDMError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(code=1) from None

@@ -27,28 +27,20 @@ MAXCORR_OPT = typer.Option(None, "--max-correlation", min=0.0, max=1.0,
                            help="Drop collinear covariates first: keep |r| below this (0.7 is usual; 1 keeps all).")
 
 
-def _fail(err: Exception) -> typer.Exit:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
 def _run(config: Path, section: str, output: str | None, epochs: int | None, seed: int | None,
          max_correlation: float | None = None) -> None:
-    from geosdm.errors import GeoSDMError
+    from geosdm.cli._options import validated
     from geosdm.models import TrainConfig, train_from_config
 
-    try:
-        cfg = TrainConfig.from_yaml(config, section=section)
-        model_over: dict[str, Any] = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
-        update: dict[str, Any] = {"model": {**cfg.model, **model_over}}
-        if output:
-            update["output"] = output
-        if max_correlation is not None:
-            update["max_correlation"] = None if max_correlation >= 1 else max_correlation
-        cfg = TrainConfig.model_validate({**cfg.model_dump(), **update})
-        model = train_from_config(cfg)
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    cfg = TrainConfig.from_yaml(config, section=section)
+    model_over: dict[str, Any] = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+    update: dict[str, Any] = {"model": {**cfg.model, **model_over}}
+    if output:
+        update["output"] = output
+    if max_correlation is not None:
+        update["max_correlation"] = None if max_correlation >= 1 else max_correlation
+    cfg = validated(TrainConfig, {**cfg.model_dump(), **update}, f"train configuration ({config} and options)")
+    model = train_from_config(cfg)
     _summary(model, cfg.output)
 
 
@@ -102,13 +94,9 @@ def fit(
 @app.command("info")
 def info(model_dir: Path = typer.Argument(..., help="A model folder written by MultiSpeciesSDM.save.")) -> None:
     """Describe a saved model: species, covariates, data sets, training."""
-    from geosdm.errors import GeoSDMError
     from geosdm.models import load_model
 
-    try:
-        model = load_model(model_dir)
-    except GeoSDMError as err:
-        raise _fail(err) from None
+    model = load_model(model_dir)
     _summary(model, str(model_dir))
     typer.echo(f"network {model.network} / loss {model.loss}; covariates {model.feature_names_}")
     typer.echo(f"species {model.species_}")

@@ -101,21 +101,9 @@ class EvaluateConfig(BaseModel):
     def from_yaml(cls, path: str | PathLike[str], *, section: str | None = "evaluate") -> EvaluateConfig:
         """Load from a YAML file (a pipeline's ``evaluate:`` section, or a file holding the config itself), with
         ``${VAR:-default}`` substituted from the environment as pipelines are."""
-        from pydantic import ValidationError
+        from geosdm._yaml import model_from_yaml
 
-        from geosdm._yaml import read_yaml
-        from geosdm.sources import substitute_env
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"evaluate configuration {str(p)!r} does not exist")
-        raw = read_yaml(p, what="evaluate configuration")
-        if section and isinstance(raw, dict) and section in raw:
-            raw = raw[section]
-        try:
-            return cls.model_validate(substitute_env(raw, origin=str(p)))
-        except ValidationError as err:
-            raise InputError(f"invalid evaluate configuration in {str(p)!r}:\n{err}") from None
+        return model_from_yaml(cls, path, section=section, what="evaluate")
 
 
 @dataclass

@@ -108,6 +108,14 @@ class ExplainConfig(BaseModel):
     def path(self, name: str) -> str:
         return f"{self.output.rstrip('/')}/{name}"
 
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, section: str | None = "explain") -> ExplainConfig:
+        """Load from a YAML file (a pipeline's ``explain:`` section, or a file holding the config itself), with
+        ``${VAR}`` / ``${VAR:-default}`` substituted from the environment as pipelines are."""
+        from geosdm._yaml import model_from_yaml
+
+        return model_from_yaml(cls, path, section=section, what="explain")
+
 
 @dataclass
 class ExplainReport:

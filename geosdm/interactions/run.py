@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -80,6 +81,14 @@ class InteractionsConfig(BaseModel):
     @property
     def zarr_path(self) -> str:
         return f"{self.output.rstrip('/')}/interactions.zarr"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, section: str | None = "interactions") -> InteractionsConfig:
+        """Load from a YAML file (a pipeline's ``interactions:`` section, or a file holding the config itself), with
+        ``${VAR}`` / ``${VAR:-default}`` substituted from the environment as pipelines are."""
+        from geosdm._yaml import model_from_yaml
+
+        return model_from_yaml(cls, path, section=section, what="interactions")
 
 
 @dataclass

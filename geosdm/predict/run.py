@@ -50,6 +50,14 @@ class PredictConfig(BaseModel):
     def zarr_path(self) -> str:
         return f"{self.output.rstrip('/')}/probability.zarr"
 
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, section: str | None = "predict") -> PredictConfig:
+        """Load from a YAML file (a pipeline's ``predict:`` section, or a file holding the config itself), with
+        ``${VAR}`` / ``${VAR:-default}`` substituted from the environment as pipelines are."""
+        from geosdm._yaml import model_from_yaml
+
+        return model_from_yaml(cls, path, section=section, what="predict")
+
 
 @dataclass
 class PredictionReport:
