@@ -113,17 +113,55 @@ def test_calibrated_samples_and_written_layers(ensemble: Any, table: pd.DataFram
 
     cal = calibrate(ensemble, table, method="platt")
     raw = predict_uncertainty(cal, cube, tile_shape=TILE, calibration=False, quantiles=(0.5,)).compute()
-    out = predict_uncertainty(cal, cube, tile_shape=TILE, quantiles=(0.5,)).compute()
+    out = predict_uncertainty(cal, cube, tile_shape=TILE, quantiles=(0.5,), intervals="samples").compute()
     assert out.attrs["geosdm:calibration"] == "platt" and raw.attrs["geosdm:calibration"] == "none"
     # the calibrator is monotone, so the median of calibrated samples is the calibrated median (odd sample count)
     med = cal.calibrator_.transform(raw["q50"].values, axis=0)
     np.testing.assert_allclose(out["q50"].values, med, rtol=1e-4, atol=1e-6)
     path = str(tmp_path / "uncertainty.zarr")
-    rep = write_uncertainty(cal, cube, path, tile_shape=TILE, quantiles=(0.5,))
+    rep = write_uncertainty(cal, cube, path, tile_shape=TILE, quantiles=(0.5,), intervals="samples")
     assert rep.n_tiles == 16 and rep.layers == 3 * len(cal.species_)
     back = open_layers(path)
     assert back["mean"].encoding["dtype"] == np.uint8 and back["sd"].encoding["dtype"] == np.float16
     np.testing.assert_allclose(back["mean"].values, out["mean"].values, atol=0.5 / 250 + 1e-6)
     np.testing.assert_allclose(back["sd"].values, out["sd"].values, rtol=2e-3, atol=1e-4)
-    again = write_uncertainty(cal, cube, path, tile_shape=TILE, quantiles=(0.5,))  # resumes: nothing to do
+    again = write_uncertainty(cal, cube, path, tile_shape=TILE, quantiles=(0.5,),  # resumes: nothing to do
+                              intervals="samples")
     assert again.n_resumed == 16
+
+
+def test_interval_model_layers(ensemble: Any, table: pd.DataFrame, cube: xr.Dataset, tmp_path: Any) -> None:
+    """A calibrated model carries the Beta interval model fitted on neighbouring held-out plots; its layers are
+    the true probability's spread around the mean, lazily, rounded outward, written and resumed like the rest."""
+    from geosdm.io import open_layers
+    from geosdm.models import MultiSpeciesSDM
+    from geosdm.models.calibration import calibrate
+    from geosdm.models.intervals import ErrorModel
+
+    cal = calibrate(ensemble, table, method="platt")
+    if cal.calibrator_.error is None:  # the small demo's surveys may lack neighbours: give it one to test with
+        cal.calibrator_.error = ErrorModel(10.0)
+    em = cal.calibrator_.error
+    again = MultiSpeciesSDM.load(cal.save(tmp_path / "model"))
+    assert again.calibrator_.error.to_dict() == em.to_dict()
+    with dask.config.set(scheduler=_no_compute):
+        lazy = predict_uncertainty(cal, cube, tile_shape=TILE)  # auto: the interval model
+    assert lazy.attrs["geosdm:intervals"] == "model" and lazy.attrs["geosdm:error_model"] == em.to_dict()
+    out = lazy.compute()
+    samples = predict_uncertainty(cal, cube, tile_shape=TILE, intervals="samples").compute()
+    np.testing.assert_allclose(out["mean"].values, samples["mean"].values, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(out["sd"].values, em.sd(out["mean"].values), rtol=1e-5, atol=1e-7)
+    lo, hi = em.interval(out["mean"].values)
+    np.testing.assert_allclose(out["q05"].values, lo, atol=1e-6)
+    np.testing.assert_allclose(out["q95"].values, hi, atol=1e-6)
+    assert np.isnan(out["q95"].values[:, :10, :10]).all()  # nodata stays nodata
+    assert "Beta error model" in out["q95"].attrs["long_name"]
+    path = str(tmp_path / "intervals.zarr")
+    write_uncertainty(cal, cube, path, tile_shape=TILE)
+    back = open_layers(path)
+    np.testing.assert_allclose(back["q95"].values, out["q95"].values, atol=1e-6, equal_nan=True)
+    with pytest.raises(InputError, match="intervals='model'"):
+        predict_uncertainty(ensemble, cube, intervals="model")
+    single = MultiSpeciesSDM(loss="integrated", epochs=1, hidden=8, val_size=0, seed=0).fit(table)
+    single.calibrator_ = cal.calibrator_  # one network: the interval model still gives an interval
+    assert predict_uncertainty(single, cube, tile_shape=TILE).attrs["geosdm:samples"] == 1

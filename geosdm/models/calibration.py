@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from geosdm.errors import InputError, NotFittedError
+from geosdm.models.intervals import ErrorModel
 
 if TYPE_CHECKING:
     from geosdm.models.estimator import MultiSpeciesSDM
@@ -139,6 +140,9 @@ class SpeciesCalibrator:
         ``"occupancy"`` (detection-corrected) or ``"detection"``.
     selection
         With ``method="auto"``: the cross-fitted held-out Brier score of each candidate method.
+    error
+        The interval model of the calibrated probabilities (:class:`geosdm.models.intervals.ErrorModel`), fitted
+        on the same held-out surveys; None when the surveys could not pin it.
     """
 
     method: str
@@ -151,6 +155,7 @@ class SpeciesCalibrator:
     n_presences: dict[str, int] = field(default_factory=dict)
     target: str = "detection"
     selection: dict[str, float] = field(default_factory=dict)
+    error: ErrorModel | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (saved in the model's ``config.json`` under ``calibration``)."""
@@ -160,7 +165,8 @@ class SpeciesCalibrator:
                 "detection": {s: float(v) for s, v in self.detection.items()}, "fallback": list(self.fallback),
                 "n_sites": {s: int(v) for s, v in self.n_sites.items()},
                 "n_presences": {s: int(v) for s, v in self.n_presences.items()}, "target": self.target,
-                "selection": {m: float(v) for m, v in self.selection.items()}}
+                "selection": {m: float(v) for m, v in self.selection.items()},
+                **({"error": self.error.to_dict()} if self.error is not None else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SpeciesCalibrator:
@@ -175,7 +181,8 @@ class SpeciesCalibrator:
                    n_sites={str(s): int(v) for s, v in d.get("n_sites", {}).items()},
                    n_presences={str(s): int(v) for s, v in d.get("n_presences", {}).items()},
                    target=str(d.get("target", "detection")),
-                   selection={str(m): float(v) for m, v in d.get("selection", {}).items()})
+                   selection={str(m): float(v) for m, v in d.get("selection", {}).items()},
+                   error=ErrorModel.from_dict(d["error"]) if d.get("error") else None)
 
     def transform_species(self, p: np.ndarray, species: str) -> np.ndarray:
         """Calibrated probabilities of one species (any shape; NaN stays NaN), float64."""
@@ -666,7 +673,7 @@ def held_out_predictions(model: MultiSpeciesSDM, table: pd.DataFrame, *, cube: A
 def calibrate(model: MultiSpeciesSDM, table: pd.DataFrame | None = None, *, method: Method = "platt",
               cv: Literal["folds", "prefit"] = "folds", detection: Literal["auto", "none"] = "auto",
               per_species: bool = True, min_presences: int = 5, cube: Any = None,
-              held_out: HeldOut | None = None) -> MultiSpeciesSDM:
+              held_out: HeldOut | None = None, intervals: bool = True) -> MultiSpeciesSDM:
     """A copy of ``model`` whose probabilities are calibrated on held-out presence/absence surveys.
 
     Parameters
@@ -692,6 +699,10 @@ def calibrate(model: MultiSpeciesSDM, table: pd.DataFrame | None = None, *, meth
         Covariate cube for covariates missing from ``table`` (and patch networks).
     held_out
         Precomputed :func:`held_out_predictions` (skips the refits).
+    intervals
+        Also fit the interval model of the calibrated probabilities (``calibrator_.error``,
+        :func:`geosdm.models.intervals.fit_error_model`: from neighbouring held-out plots; skipped with a warning
+        when the surveys have too few such pairs). :func:`geosdm.predict.predict_uncertainty` uses it.
 
     Returns
     -------
@@ -732,6 +743,14 @@ def calibrate(model: MultiSpeciesSDM, table: pd.DataFrame | None = None, *, meth
     cal = fit_held_out(held_out, method=method, link=out.link_, detection=detection, per_species=per_species,
                        min_presences=min_presences)
     cal.selection = scores
+    if intervals:
+        from geosdm.models.intervals import fit_error_model
+
+        try:
+            cal.error = fit_error_model(held_out, method=method, detection=detection, per_species=per_species,
+                                        min_presences=min_presences)
+        except InputError as err:
+            log.warning("no interval model: %s", err)
     out.calibrator_ = cal
     return out
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask
 import dask.array as da
@@ -31,6 +31,7 @@ import numpy as np
 import xarray as xr
 
 from geosdm.errors import InputError
+from geosdm.models.intervals import ErrorModel
 from geosdm.predict._model import ModelInputs, area_offset, as_model, model_fingerprint, model_inputs, model_summary
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def _member_samples(model: MultiSpeciesSDM, columns: Mapping[str, np.ndarray], p
 
 def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs, offset: float = 0.0,
                       quantiles: Sequence[float] = (0.05, 0.5, 0.95), mc_dropout: int = 0, calibrate: bool = True,
-                      seed: int = 0, batch_size: int = 4_096) -> np.ndarray:
+                      seed: int = 0, batch_size: int = 4_096, error: ErrorModel | None = None) -> np.ndarray:
     """``(2 + len(quantiles), species, by, bx)`` float32: mean, sd and quantiles of one block's core cells.
 
     Parameters
@@ -125,6 +126,9 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
         Stochastic passes per member (0: members only, dropout off); they run on the CPU.
     seed
         Seed of the dropout masks (combine it with the block position for distinct tiles).
+    error
+        The calibrated model's interval model: ``sd`` and the quantiles are those of the true probability around
+        the samples' mean (:class:`geosdm.models.intervals.ErrorModel`); None: those of the samples.
     """
     import torch
 
@@ -163,7 +167,11 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
         p = probability_inplace(f, model.link_, offset)
         if calibrator is not None:
             calibrator.transform(p, axis=-1, out=p)
-        stats = [p.mean(axis=0), p.std(axis=0), *np.quantile(p, q, axis=0)]
+        mean = p.mean(axis=0)
+        if error is not None:
+            stats = [mean, error.sd(mean), *error.quantiles(mean, q)]
+        else:
+            stats = [mean, p.std(axis=0), *np.quantile(p, q, axis=0)]
         for i, s in enumerate(stats):
             out[i][:, sel] = s.T
     return out.reshape(n_out, n_sp, by, bx)
@@ -171,12 +179,12 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
 
 def _tile_task(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInputs, offset: float,
                quantiles: tuple[float, ...], mc_dropout: int, calibrate: bool, seed: int, batch_size: int,
-               block_info: dict[Any, Any] | None = None) -> np.ndarray:
+               error: ErrorModel | None = None, block_info: dict[Any, Any] | None = None) -> np.ndarray:
     loc = block_info[None]["chunk-location"] if block_info else (0, 0, 0)  # type: ignore[index]
     tile_seed = int(np.random.SeedSequence([int(seed), int(loc[-2]), int(loc[-1])]).generate_state(1)[0])
     return uncertainty_block(model, np.asarray(data, dtype=np.float32), inputs=inputs, offset=offset,
                              quantiles=quantiles, mc_dropout=mc_dropout, calibrate=calibrate, seed=tile_seed,
-                             batch_size=batch_size)
+                             batch_size=batch_size, error=error)
 
 
 def predict_uncertainty(
@@ -191,8 +199,11 @@ def predict_uncertainty(
     storage_options: Mapping[str, Any] | None = None,
     batch_size: int = 4_096,
     seed: int = 0,
+    intervals: Literal["auto", "model", "samples"] = "auto",
 ) -> xr.Dataset:
-    """Lazy ``mean``, ``sd`` and quantile layers ``(species, y, x)`` of presence probability over model samples.
+    """Lazy ``mean``, ``sd`` and quantile layers ``(species, y, x)`` of presence probability: the mean over model
+    samples, and the spread of the true probability around it (the calibrated model's interval model) or of the
+    samples themselves.
 
     Parameters
     ----------
@@ -214,6 +225,11 @@ def predict_uncertainty(
         Cells per forward pass inside a tile.
     seed
         Seed of the MC-dropout masks.
+    intervals
+        ``"model"``: ``sd`` and quantiles of the true probability around the mean, from the interval model fitted
+        by :func:`geosdm.models.calibration.calibrate` on held-out surveys (``calibrator_.error``; they cover the
+        truth, where the samples' spread measures only how the fit moves with its seed); ``"samples"``: the
+        spread of the samples; ``"auto"``: ``"model"`` when the model has one (with ``calibration``).
 
     Returns
     -------
@@ -249,7 +265,17 @@ def predict_uncertainty(
                          "this one has none. Use its ensemble members (mc_dropout=0) or refit with dropout")
     members = _n_members(m)
     n_samples = members * max(1, n_mc)
-    if n_samples < 2:
+    if intervals not in ("auto", "model", "samples"):
+        raise InputError(f"intervals={intervals!r} must be 'auto', 'model' or 'samples'")
+    cal = getattr(m, "calibrator_", None)
+    error = getattr(cal, "error", None) if calibration else None
+    if intervals == "model" and error is None:
+        raise InputError("intervals='model' needs a model calibrated with its interval model "
+                         "(geosdm.models.calibration.calibrate(model, table), or `geosdm evaluate` with "
+                         "calibration); this one has none: use intervals='samples'")
+    if intervals == "samples":
+        error = None
+    if n_samples < 2 and error is None:
         raise InputError("one network without MC dropout gives a single sample and no spread; fit with "
                          "n_members >= 2 or with dropout > 0 and pass mc_dropout >= 2")
     if int(batch_size) <= 0:
@@ -262,11 +288,12 @@ def predict_uncertainty(
     offset = area_offset(m, area) if m.link_ == "cloglog" else 0.0
     calibrate = bool(calibration and getattr(m, "calibrator_", None) is not None)
     n_sp, n_out = len(m.species_), 2 + len(qs)
-    token = dask.base.tokenize(fp, stacked.name, offset, qs, n_mc, calibrate, int(seed), int(batch_size))
+    error_key = error.to_dict() if error is not None else None
+    token = dask.base.tokenize(fp, stacked.name, offset, qs, n_mc, calibrate, int(seed), int(batch_size), error_key)
     chunks = ((n_out,), (n_sp,), *core_chunks)
     stats = da.map_blocks(
         _tile_task, model_key(m, fp), stacked, inputs=inputs, offset=offset, quantiles=qs, mc_dropout=n_mc,
-        calibrate=calibrate, seed=int(seed), batch_size=int(batch_size), new_axis=0, chunks=chunks,
+        calibrate=calibrate, seed=int(seed), batch_size=int(batch_size), error=error, new_axis=0, chunks=chunks,
         dtype=np.float32, meta=np.empty((0, 0, 0, 0), dtype=np.float32), name=f"geosdm-uncertainty-{token}",
     )
     coords: dict[str, Any] = {"species": list(m.species_), "y": ds["y"], "x": ds["x"]}
@@ -278,6 +305,8 @@ def predict_uncertainty(
              "geosdm:samples": n_samples, "geosdm:ensemble_members": members, "geosdm:mc_dropout": n_mc,
              "geosdm:calibration": m.calibrator_.method if calibrate else "none",  # type: ignore[attr-defined]
              "geosdm:quantiles": list(qs), "geosdm:seed": int(seed),
+             "geosdm:intervals": "model" if error is not None else "samples",
+             **({"geosdm:error_model": error_key} if error_key else {}),
              "geosdm:cube": str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>",
              "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", "")}
     out = xr.Dataset(coords=coords, attrs=attrs)
@@ -285,6 +314,10 @@ def predict_uncertainty(
     what = f"presence probability over {area_m2:g} m2" if m.link_ == "cloglog" else "presence probability"
     long = {"mean": f"mean {what} over {source}", "sd": f"standard deviation of {what} over {source}"}
     long |= {n: f"{q:g} quantile of {what} over {source}" for n, q in zip(names, qs)}
+    if error is not None:
+        spread = f"the true {what} around the mean (Beta error model, precision {error.precision:.3g})"
+        long |= {"sd": f"standard deviation of {spread}"}
+        long |= {n: f"{q:g} quantile of {spread}, rounded outward to 1/250" for n, q in zip(names, qs)}
     for i, name in enumerate(["mean", "sd", *names]):
         out[name] = xr.DataArray(stats[i], dims=dims, attrs={"long_name": long[name], "units": "1"})
     return georeferenced(out)
@@ -310,6 +343,7 @@ def write_uncertainty(
     overwrite: bool = False,
     seed: int = 0,
     compute: bool = True,
+    intervals: Literal["auto", "model", "samples"] = "auto",
 ) -> WriteReport | Any:
     """Write (or resume) the uncertainty layers of :func:`predict_uncertainty` with :func:`geosdm.io.write_layers`.
 
@@ -322,6 +356,8 @@ def write_uncertainty(
         Storage of ``sd`` (default ``"float16"`` when ``dtype="uint8"``: a 0.004 step is coarse for spreads).
     path, chunk_shape, storage_options, cube_storage_options, client, progress, overwrite, compute
         As for :func:`geosdm.predict.write_predictions`.
+    intervals
+        As for :func:`predict_uncertainty`.
 
     Returns
     -------
@@ -340,13 +376,14 @@ def write_uncertainty(
     m = as_model(model)
     ds = predict_uncertainty(m, cube, area=area, mc_dropout=mc_dropout, quantiles=quantiles,
                              calibration=calibration, tile_shape=tile_shape, storage_options=cube_storage_options,
-                             seed=seed)
+                             seed=seed, intervals=intervals)
     sd = sd_dtype or ("float16" if dtype == "uint8" else dtype)
     dtypes = {str(n): (sd if n == "sd" else dtype) for n in ds.data_vars}
     tile = (int(ds.chunks["y"][0]), int(ds.chunks["x"][0]))
     config = {"dtypes": dtypes, "area_m2": ds.attrs["geosdm:area_m2"], "mc_dropout": int(mc_dropout),
               "quantiles": list(ds.attrs["geosdm:quantiles"]), "calibration": ds.attrs["geosdm:calibration"],
-              "seed": int(seed), "tile_shape": list(tile)}
+              "seed": int(seed), "tile_shape": list(tile), "intervals": ds.attrs["geosdm:intervals"],
+              "error_model": ds.attrs.get("geosdm:error_model")}
     from geosdm.predict.write import cube_identity
 
     cube_id = cube_identity(cube, ds.attrs, model_inputs(m).variables, cube_storage_options)
@@ -359,7 +396,8 @@ def write_uncertainty(
              "geosdm:cube": {"path": str(cube) if not isinstance(cube, xr.Dataset) else None, **cube_id},
              "geosdm:config": config,
              **{k: v for k, v in ds.attrs.items() if k in ("geosdm:samples", "geosdm:ensemble_members",
-                                                            "geosdm:mc_dropout")}}
+                                                            "geosdm:mc_dropout", "geosdm:intervals",
+                                                            "geosdm:error_model")}}
     return write_layers(ds, path, dtypes=dtypes, attrs=attrs,
                         identity={"model": ds.attrs["geosdm:model_hash"], "cube": cube_id, "config": config},
                         chunk_shape=chunk_shape, storage_options=storage_options, client=client, progress=progress,
