@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -332,7 +332,9 @@ def _run_predict(cfg: PredictConfig, model: Any, emit: Event, progress: bool, cl
 
     emit("predict", f"predicting over {cfg.cube} -> {cfg.output}", {})
     report = run_prediction(cfg, model=model, client=client, progress=progress)
-    emit("predict", f"probability cube {cfg.zarr_path} ({report.write.n_tiles} tiles), {len(report.cogs)} COGs, "
+    unc = (f", uncertainty {cfg.uncertainty_path}" if report.uncertainty is not None
+           else f", uncertainty skipped: {report.uncertainty_skipped}" if report.uncertainty_skipped else "")
+    emit("predict", f"probability cube {cfg.zarr_path} ({report.write.n_tiles} tiles){unc}, {len(report.cogs)} COGs, "
                     f"STAC {report.stac.collection if report.stac else 'none'} in {report.seconds:.1f} s", {"report": report})
     return report
 
@@ -404,6 +406,25 @@ def _step_sections(title: str, folder: Path) -> list[Any]:
                     table_titles=names)]
 
 
+def _uncertainty_section(path: str, pick: Sequence[str]) -> Any:
+    """Where the maps are unsure: the 90 % interval's width, mean over species and for the mapped species."""
+    from geosdm.io import open_layers
+    from geosdm.report import Section, layer_map, layer_maps
+
+    unc = open_layers(path)
+    width = (unc["q95"] - unc["q05"]).rename("interval width")
+    how = ("the true probability's spread around the map, from the interval model fitted on neighbouring "
+           "held-out survey plots" if unc.attrs.get("geosdm:intervals") == "model"
+           else "the spread of the ensemble members")
+    figs = [layer_map(width.mean("species"), title="mean over species", cmap="magma", vmax=None,
+                      label="90 % interval width")]
+    figs += layer_maps(width, list(pick), cmap="magma", vmax=None, label="90 % interval width")
+    return Section("Where the maps are unsure",
+                   text=f"Width of the 90 % interval of the presence probability ({how}); wide where the model "
+                        f"cannot tell. Layers mean, sd, q05, q50, q95 in {path}.",
+                   figures=figs, captions=["all species", *pick])
+
+
 def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> Any:
     from geosdm.report import Section, layer_maps, write_report
 
@@ -421,6 +442,8 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
                                                   f"{config.predict.zarr_path} (COGs and STAC Items beside it).",
             figures=layer_maps(prob, pick), captions=pick,
         ))
+        if config.predict.uncertainty and Path(config.predict.uncertainty_path).exists():
+            sections.append(_uncertainty_section(config.predict.uncertainty_path, pick))
     if config.interactions is not None and step.n_maps:
         from geosdm.io import open_layers
 

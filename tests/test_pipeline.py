@@ -62,9 +62,12 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     probs = xr.open_zarr(out / "predictions" / "probability.zarr")
     assert probs.sizes["species"] >= 40 and probs["probability"].dims == ("species", "y", "x")
     assert list((out / "predictions" / "cogs").glob("*.tif"))
+    unc = xr.open_zarr(out / "predictions" / "uncertainty.zarr")  # the interval model's layers (issue 19)
+    assert unc.attrs["geosdm:intervals"] == "model" and {"mean", "sd", "q05", "q95"} <= set(unc.data_vars)
+    assert float((unc["q95"] >= unc["q05"]).mean()) == 1.0
     report = (out / "report.html").read_text()
     assert "Predicted presence probability" in report and report.count("data:image/png;base64,") >= 6
-    assert "Pest regulation potential" in report
+    assert "Pest regulation potential" in report and "Where the maps are unsure" in report
     assert "Evaluate" in report and "Explain" in report
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary and list((out / "evaluation").glob("reliability*.png"))

@@ -1,12 +1,13 @@
 """One call for a whole prediction step: probability cube (Zarr) -> COGs -> STAC, from a ``PredictConfig``.
 
 Layout under ``output`` (folder or ``s3://`` prefix): ``probability.zarr`` (+ ``probability.zarr.progress``
-resume markers), ``cogs/<variable>[_<species>].tif``, ``stac/collection.json`` and ``stac/<item>/<item>.json``.
+resume markers), with ``uncertainty: true`` ``uncertainty.zarr`` (mean, sd, quantiles), ``cogs/<variable>[_<species>].tif``, ``stac/collection.json`` and ``stac/<item>/<item>.json``.
 The pipeline's predict step and ``geosdm predict`` both call :func:`run_prediction`.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from geosdm.predict.write import WriteReport
 
 __all__ = ["PredictConfig", "PredictionReport", "run_prediction"]
+
+log = logging.getLogger(__name__)
 
 
 class PredictConfig(BaseModel):
@@ -45,10 +48,17 @@ class PredictConfig(BaseModel):
     collection_id: str = "geosdm-predictions"
     storage_options: dict[str, Any] | None = None
     cube_storage_options: dict[str, Any] | None = None
+    uncertainty: bool = Field(default=False, description="Also write uncertainty.zarr: mean, sd and quantile layers "
+                              "(the calibrated model's interval model, else the ensemble members' spread).")
+    quantiles: tuple[float, ...] = Field(default=(0.05, 0.5, 0.95), description="Quantile layers of uncertainty.zarr.")
 
     @property
     def zarr_path(self) -> str:
         return f"{self.output.rstrip('/')}/probability.zarr"
+
+    @property
+    def uncertainty_path(self) -> str:
+        return f"{self.output.rstrip('/')}/uncertainty.zarr"
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, section: str | None = "predict") -> PredictConfig:
@@ -64,9 +74,20 @@ class PredictionReport:
     """What a prediction step wrote."""
 
     write: WriteReport
+    uncertainty: WriteReport | None = None
+    uncertainty_skipped: str | None = None
     cogs: list[CogOutput] = field(default_factory=list)
     stac: StacOutput | None = None
     seconds: float = 0.0
+
+
+def _can_sample(model: Any) -> bool:
+    """Whether :func:`geosdm.predict.uncertainty.predict_uncertainty` can give intervals for ``model``."""
+    from geosdm.predict._model import as_model
+    from geosdm.predict.uncertainty import _n_members
+
+    m = as_model(model)
+    return getattr(getattr(m, "calibrator_", None), "error", None) is not None or _n_members(m) >= 2
 
 
 def run_prediction(
@@ -99,6 +120,7 @@ def run_prediction(
     """
     from geosdm.predict.cog import export_cogs
     from geosdm.predict.stac import write_stac
+    from geosdm.predict.uncertainty import write_uncertainty
     from geosdm.predict.write import write_predictions
 
     t0 = time.perf_counter()
@@ -118,6 +140,17 @@ def run_prediction(
             chunk_shape=config.chunk_shape, storage_options=config.storage_options,
             cube_storage_options=config.cube_storage_options, client=c, progress=progress, overwrite=overwrite,
         ))
+        if config.uncertainty and not _can_sample(model if model is not None else config.model):  # type: ignore[arg-type]
+            report.uncertainty_skipped = ("the model has no interval model (calibrate it on surveys with "
+                                          "neighbouring plots) and one network (fit n_members >= 2)")
+            log.warning("uncertainty layers skipped: %s", report.uncertainty_skipped)
+        elif config.uncertainty:
+            report.uncertainty = write_uncertainty(
+                model if model is not None else config.model,  # type: ignore[arg-type]
+                config.cube, config.uncertainty_path, dtype=config.dtype, area=config.area,
+                quantiles=config.quantiles, tile_shape=config.tile_shape, chunk_shape=config.chunk_shape,
+                storage_options=config.storage_options, cube_storage_options=config.cube_storage_options, client=c,
+                progress=progress, overwrite=overwrite)
         if config.cogs:
             report.cogs = export_cogs(config.zarr_path, f"{out}/cogs", layers=config.species,
                                       multiband=config.multiband, storage_options=config.storage_options, client=c,
