@@ -66,6 +66,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Covariates the collinearity filter keeps first (``prefer_covariates`` of pipelines/demo.yaml): climate,
 #: terrain, NDVI and land cover before band reflectances.
 PREFER = ("bio01", "bio12", "bio05", "bio06", "bio15", "elevation", "slope", "s2_ndvi_jja", "lc_*")
+#: The collinearity filter's threshold (``max_correlation`` of pipelines/demo.yaml), chosen like ``SELECTED``
+#: by held-out survey log loss over 0.6 ... 0.9 (``benchmarks/input_penalty.py --networks additive --candidates
+#: 3e-4 --max-correlations 0.6 0.65 0.7 0.75 0.8 0.85 0.9``; 0.75: 0.2476, 0.7: 0.2478, 0.8: 0.2510).
+MAX_CORRELATION = 0.75
 
 
 def truth_covariates(grid: xr.Dataset) -> list[str]:

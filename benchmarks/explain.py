@@ -79,7 +79,7 @@ import xarray as xr
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from demo_truth import (  # noqa: E402  (same data and settings)
-    ADDITIVE, CACHE, CONFIG, PREFER, SELECTED, DemoInputs, _demo, _table, add_demo_arguments, check_same_grid,
+    ADDITIVE, CACHE, CONFIG, MAX_CORRELATION, PREFER, SELECTED, DemoInputs, _demo, _table, add_demo_arguments, check_same_grid,
     demo_inputs, truth_at_cells,
 )
 
@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ig-points", type=int, default=1_000, help="cells explained by integrated gradients")
     p.add_argument("--window", type=int, default=128, help="side of the lazily attributed cube window (cells)")
     p.add_argument("--window-species", type=int, default=2, help="species of the lazily attributed window")
-    p.add_argument("--max-correlation", type=float, default=0.7,
-                   help="collinearity filter before fitting (|r| between kept covariates; 1 keeps them all)")
+    p.add_argument("--max-correlation", type=float, default=MAX_CORRELATION,
+                   help="collinearity filter before fitting (|r| between kept covariates; 1 keeps them all; "
+                        "default: the pipeline's, chosen by held-out survey log loss in input_penalty.py)")
     p.add_argument("--cluster-threshold", type=float, default=0.9,
                    help="|r| joining covariates into one collinearity cluster (complete linkage)")
     p.add_argument("--quick", action="store_true", help="at most 40 epochs, 2,000 background points")

@@ -15,8 +15,12 @@ Usage::
 
     python benchmarks/input_penalty.py                    # mlp and additive x 0, 1e-4, 3e-4, 1e-3, 3e-3
     python benchmarks/input_penalty.py --networks additive --candidates 0 3e-4
+    # then the collinearity filter's threshold for the chosen pair (demo_truth.MAX_CORRELATION: 0.75)
+    python benchmarks/input_penalty.py --networks additive --candidates 3e-4 --max-correlations 0.6 0.65 0.7 0.75 0.8 0.85 0.9
 
-The last output line is one JSON object with ``chosen`` (network and penalty) and, per candidate, the
+The network and penalty were chosen at ``|r| < 0.7``; the filter's threshold was then chosen the same way for that
+pair (``--max-correlations``). The last output line is one JSON object with ``chosen`` (network, penalty and
+threshold) and, per candidate, the
 held-out scores and the truth diagnostics.
 """
 
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_demo_arguments(p)
     p.add_argument("--networks", nargs="+", default=["mlp", "additive"], choices=["mlp", "additive"])
     p.add_argument("--candidates", type=float, nargs="+", default=[0.0, 1e-4, 3e-4, 1e-3, 3e-3])
+    p.add_argument("--max-correlations", type=float, nargs="+", default=[0.7],
+                   help="collinearity-filter thresholds tried (|r| between kept covariates), e.g. 0.7 0.75 0.8")
     p.add_argument("--points", type=int, default=5_000)
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -63,43 +69,50 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     layout = _demo(args)
     inputs = demo_inputs(layout, "built" if args.inputs == "both" else args.inputs)[0]  # the headline inputs
     table, all_covariates = _table(layout, inputs, args.n_background, args.seed)
-    covariates = list(select_training_covariates(table, all_covariates, threshold=0.7, prefer=PREFER).selected)
-    cells_grid = xr.open_zarr(inputs.cube)[covariates].load()
-    flat = {v: cells_grid[v].values.ravel() for v in covariates}
-    valid = np.flatnonzero(np.all([np.isfinite(a) for a in flat.values()], axis=0))
-    cells = np.random.default_rng(args.seed).choice(valid, size=min(args.points, valid.size), replace=False)
-    X = pd.DataFrame({v: a[cells] for v, a in flat.items()})  # what the models read
     true_grid = xr.open_zarr(layout.truth_zarr)  # scoring only: the truth model reads the true covariate values
-    X_true = truth_at_cells(true_grid, cells, truth_covariates(true_grid), X)
-    truth = TrueModel.from_layout(layout, covariates=covariates)
-    scored = {"n_repeats": 5, "seed": args.seed}
-    truth_top = _importance_top(permutation_importance(truth, X_true, **scored))
-    p_true = truth.predict_proba(X_true)
+    grid = xr.open_zarr(inputs.cube)
     results: dict[str, Any] = {}
-    for network in args.networks:
-        for lam in args.candidates:
-            t0 = time.perf_counter()
-            arch = ADDITIVE if network == "additive" else {}
-            model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"],
-                                    seed=args.seed, **{**CONFIG, "n_members": 1, "input_penalty": lam, **arch}).fit(table)
-            held = evaluate_held_out(held_out_predictions(model, table)).headline()["raw"]
-            found = top_variables(permutation_importance(model, X, **scored), 3)
-            recall = float(np.mean(list(_recall(truth_top, found).values())))
-            f = model.decision_function(X)
-            cols = [truth.species_.index(s) for s in model.species_]
-            rho = float(np.mean([spearmanr(f[:, i], p_true[:, j])[0] for i, j in enumerate(cols)]))
-            p_cell = model_probability(model, X, area=truth.area_unit_m2_)
-            r = float(np.mean([np.corrcoef(p_cell[:, i], p_true[:, j])[0, 1] for i, j in enumerate(cols)]))
-            key = f"{network} {lam:g}"
-            results[key] = {"network": network, "input_penalty": lam, "held_out": held, "top3_recall": recall,
-                            "spearman_truth_cells": rho, "pearson_truth_cells": r,
-                            "seconds": round(time.perf_counter() - t0, 1)}
-            print(f"{network}, input_penalty {lam:g}: held-out {json.dumps(held)}; top-3 recall {recall:.3f}, "
-                  f"Spearman {rho:.3f}, Pearson of probabilities {r:.3f} ({results[key]['seconds']} s)", flush=True)
+    for max_corr in args.max_correlations:
+        selection = select_training_covariates(table, all_covariates, threshold=max_corr, prefer=PREFER)
+        covariates = list(selection.selected)
+        print(selection.summary(), flush=True)
+        cells_grid = grid[covariates].load()
+        flat = {v: cells_grid[v].values.ravel() for v in covariates}
+        valid = np.flatnonzero(np.all([np.isfinite(a) for a in flat.values()], axis=0))
+        cells = np.random.default_rng(args.seed).choice(valid, size=min(args.points, valid.size), replace=False)
+        X = pd.DataFrame({v: a[cells] for v, a in flat.items()})  # what the models read
+        X_true = truth_at_cells(true_grid, cells, truth_covariates(true_grid), X)
+        truth = TrueModel.from_layout(layout, covariates=covariates)
+        scored = {"n_repeats": 5, "seed": args.seed}
+        truth_top = _importance_top(permutation_importance(truth, X_true, **scored))
+        p_true = truth.predict_proba(X_true)
+        for network in args.networks:
+            for lam in args.candidates:
+                t0 = time.perf_counter()
+                arch = ADDITIVE if network == "additive" else {}
+                model = MultiSpeciesSDM(loss="integrated", covariates=covariates, bias_covariates=["log_bias"],
+                                        seed=args.seed,
+                                        **{**CONFIG, "n_members": 1, "input_penalty": lam, **arch}).fit(table)
+                held = evaluate_held_out(held_out_predictions(model, table)).headline()["raw"]
+                found = top_variables(permutation_importance(model, X, **scored), 3)
+                recall = float(np.mean(list(_recall(truth_top, found).values())))
+                f = model.decision_function(X)
+                cols = [truth.species_.index(s) for s in model.species_]
+                rho = float(np.mean([spearmanr(f[:, i], p_true[:, j])[0] for i, j in enumerate(cols)]))
+                p_cell = model_probability(model, X, area=truth.area_unit_m2_)
+                r = float(np.mean([np.corrcoef(p_cell[:, i], p_true[:, j])[0, 1] for i, j in enumerate(cols)]))
+                key = f"{network} {lam:g}" + (f" r<{max_corr:g}" if len(args.max_correlations) > 1 else "")
+                results[key] = {"network": network, "input_penalty": lam, "max_correlation": max_corr,
+                                "n_covariates": len(covariates), "held_out": held, "top3_recall": recall,
+                                "spearman_truth_cells": rho, "pearson_truth_cells": r,
+                                "seconds": round(time.perf_counter() - t0, 1)}
+                print(f"{network}, input_penalty {lam:g}, |r| < {max_corr:g} ({len(covariates)} covariates): "
+                      f"held-out {json.dumps(held)}; top-3 recall {recall:.3f}, Spearman {rho:.3f}, Pearson of "
+                      f"probabilities {r:.3f} ({results[key]['seconds']} s)", flush=True)
     best = min(results.values(), key=lambda v: v["held_out"]["log_loss"])
     out = {"preset": layout.region()["preset"], "inputs": inputs.name, "oracle_inputs": False,
-           "n_covariates": len(covariates), "criterion": "held-out survey log loss",
-           "chosen": {"network": best["network"], "input_penalty": best["input_penalty"]}, "candidates": results,
+           "criterion": "held-out survey log loss",
+           "chosen": {k: best[k] for k in ("network", "input_penalty", "max_correlation")}, "candidates": results,
            "config": {**CONFIG, "n_members": 1},
            "seconds": round(time.perf_counter() - t_all, 1)}
     print(json.dumps(out))

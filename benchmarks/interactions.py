@@ -62,7 +62,7 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
-from demo_truth import CACHE, PREFER, SELECTED, _demo, built_inputs  # noqa: E402  (same demo and inputs as demo_truth.py)
+from demo_truth import CACHE, MAX_CORRELATION, PREFER, SELECTED, _demo, built_inputs  # noqa: E402  (same demo and inputs as demo_truth.py)
 
 from geosdm.demo import DemoLayout  # noqa: E402
 from geosdm.interactions import (  # noqa: E402
@@ -113,7 +113,7 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
     if not (out / "config.json").is_file():
         t0 = time.perf_counter()
         cfg = TrainConfig(table=str(_training_table(layout)), cube=inputs.cube, bias_cube=inputs.bias_store,
-                          bias_covariates=(inputs.bias_variable,), log_bias=True, max_correlation=0.7,
+                          bias_covariates=(inputs.bias_variable,), log_bias=True, max_correlation=MAX_CORRELATION,
                           prefer_covariates=PREFER, model=params, output=str(out))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -127,7 +127,7 @@ def _fitted_probability(layout: DemoLayout, name: str, params: dict[str, Any], r
 
 def _model_dir(layout: DemoLayout, name: str, params: dict[str, Any]) -> Path:
     """Cache folder of a model: named by its settings too, so changed settings never reuse a stale fit."""
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    key = hashlib.sha256(json.dumps([params, MAX_CORRELATION], sort_keys=True).encode()).hexdigest()[:8]
     return CACHE / f"interactions-model-built-{layout.region()['preset']}-{name}-{key}"
 
 
