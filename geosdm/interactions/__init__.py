@@ -9,6 +9,8 @@ A network says who interacts with whom; the species maps say who is where. Typic
     assoc = fit_associations(match.network, read_records("surveys.parquet"), prob)   # from co-detections
     layers = interaction_layers(prob, match, associations=assoc)       # lazy joint / regulation / pressure
     write_layers(layers, "interactions.zarr", dtypes=layer_dtypes(layers))
+    unc = interaction_uncertainty(prob, match, model="model-calibrated/",   # mean/sd/q05/q95/width per layer
+                                  associations=association_samples(match.network, surveys, prob))
 
 or, for a whole step, :func:`run_interactions` with an :class:`InteractionsConfig`. The real willow - galling
 sawfly - parasitoid web of Kopelke et al. (2017) is read by :func:`read_salix_network`; its structure by
@@ -38,9 +40,11 @@ from geosdm.interactions.network import (
 from geosdm.interactions.run import InteractionsConfig, InteractionsReport, run_interactions
 from geosdm.interactions.salix import read_salix_network, read_salix_records, salix_folder
 from geosdm.interactions.structure import NetworkStructure, network_structure, trophic_levels
+from geosdm.interactions.uncertainty import association_samples, interaction_uncertainty
 
 __all__ = [
     "Associations",
+    "association_samples",
     "InteractionsConfig",
     "InteractionsReport",
     "MAX_SET_SPECIES",
@@ -53,6 +57,7 @@ __all__ = [
     "estimate_detection",
     "fit_associations",
     "interaction_layers",
+    "interaction_uncertainty",
     "layer_dtypes",
     "marginals_at",
     "match_species",

@@ -280,6 +280,105 @@ _LONG_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """What :func:`interaction_layers` (and :func:`geosdm.interactions.interaction_uncertainty`) build before the
+    tiles: the probabilities, the plan, the species stacked and the output coordinates/attributes."""
+
+    prob: xr.DataArray
+    plan: _Plan
+    used: list[str]
+    variables: list[tuple[str, str, int]]
+    coords: dict[str, Any]
+    attrs: dict[str, Any]
+    method_label: str
+
+
+def _prepare(probability: Any, network: Network | NetworkMatch, *, associations: Associations | None, method: str,
+             independent: bool, edges: bool, regulation: bool, pest_pressure: bool, crops: Sequence[str] | None,
+             sets: Mapping[str, Sequence[str]] | None, weighted: bool, aliases: Mapping[str, str] | None,
+             variable: str, storage_options: dict[str, Any] | None) -> _Prepared:
+    if method not in ("dependence", "plackett"):
+        raise InputError(f"method={method!r} is not 'dependence' or 'plackett'")
+    prob = open_probability(probability, variable=variable, storage_options=storage_options)
+    if prob.odc.geobox is None or prob.odc.geobox.crs is None:
+        raise GridError("the probabilities have no georeferencing (spatial_ref / CRS); keep the prediction's "
+                        "spatial_ref coordinate")
+    cube_species = [str(s) for s in prob["species"].values]
+    match = network if isinstance(network, NetworkMatch) else match_species(network, cube_species, aliases=aliases)
+    net = match.network
+    missing = [s for s in net.species if s not in cube_species]
+    if missing:
+        raise InputError(f"network species {missing[:8]} are not in the probability cube; match the network to "
+                         "the cube's species first (match_species(network, cube.species.values))")
+    if net.edges.empty:
+        raise InputError(f"no interaction has both partners in the probability cube (unmatched network nodes: "
+                         f"{list(match.unmatched_nodes)[:8]}); pass aliases= to match names")
+    if sets and method == "plackett":
+        raise InputError("interaction sets need a joint model of several species: use method='dependence'")
+    assoc = associations or Associations.fixed(net)
+    used = list(dict.fromkeys([*net.edges["source"].astype(str), *net.edges["target"].astype(str)]))
+    index = {s: k for k, s in enumerate(used)}
+    e = net.edges.reset_index(drop=True)
+    labels = net.edge_labels
+    eps = {t: float(assoc.leakage.get(t, 0.0)) for t in dict.fromkeys(e["target"].astype(str))}
+    edge_plan = tuple((index[str(s)], index[str(t)], float(assoc.odds_ratio.get(lbl, 1.0)))
+                      for s, t, lbl in zip(e["source"], e["target"], labels))
+    consumers = tuple((index[t], tuple(index[r] for r in net.resources(t)), eps[t]) for t in eps)
+    roles = net.roles
+    weights = e["weight"].to_numpy(dtype=float) if weighted else np.ones(len(e))
+
+    def groups(focals: Sequence[str], partner_role: str) -> tuple[list[str], tuple[tuple[tuple[int, float], ...], ...]]:
+        names, out = [], []
+        for f in focals:
+            members = tuple((k, float(weights[k])) for k in range(len(e))
+                            if str(e.at[k, "source"]) == f and roles.get(str(e.at[k, "target"])) == partner_role)
+            if members:
+                names.append(f)
+                out.append(members)
+        return names, tuple(out)
+
+    pest_names, pest_groups = groups(net.with_role("pest"), "enemy") if regulation else ([], ())
+    if crops is not None:
+        unknown = [c for c in crops if c not in roles]
+        if unknown:
+            raise InputError(f"crops {unknown} are not matched network nodes; choose among {net.with_role('plant')}")
+    crop_list = list(crops) if crops is not None else net.crops()
+    crop_names, crop_groups = groups(crop_list, "pest") if pest_pressure else ([], ())
+    levels = trophic_levels(net.species, net.edges)
+    set_names = list(sets or {})
+    set_plans = tuple(_set_plan(n, list(sets[n]), net, index, eps, levels) for n in set_names) if sets else ()
+    plan = _Plan(method, bool(independent), edge_plan, consumers, pest_groups, crop_groups, set_plans, bool(edges))
+    variables = plan.variables()
+    if not variables:
+        raise InputError("nothing to compute: enable edges, regulation, pest_pressure or give sets")
+    coords: dict[str, Any] = {"y": prob["y"], "x": prob["x"]}
+    if "spatial_ref" in prob.coords:
+        coords["spatial_ref"] = prob["spatial_ref"]
+    dims_used = {d for _, d, _ in variables}
+    if "edge" in dims_used:
+        coords |= {"edge": ("edge", labels), "edge_source": ("edge", e["source"].astype(str).tolist()),
+                   "edge_target": ("edge", e["target"].astype(str).tolist()),
+                   "edge_interaction": ("edge", e["interaction"].astype(str).tolist()),
+                   "edge_weight": ("edge", e["weight"].to_numpy(dtype=float))}
+    if "pest" in dims_used:
+        coords["pest"] = ("pest", pest_names)
+    if "crop" in dims_used:
+        coords["crop"] = ("crop", crop_names)
+    if "interaction_set" in dims_used:
+        coords["interaction_set"] = ("interaction_set", set_names)
+    method_label = {"dependence": "dependence with leakage", "plackett": "Plackett odds ratio"}[method]
+    attrs = {
+        "title": "geosdm interaction-likelihood layers",
+        "geosdm:method": method, "geosdm:associations": assoc.source,
+        "geosdm:network": net.name, "geosdm:model_hash": str(prob.attrs.get("geosdm:model_hash", "")),
+        "geosdm:leakage": {k: float(v) for k, v in eps.items()},
+        "geosdm:unmatched_nodes": list(match.unmatched_nodes),
+    }
+    return _Prepared(prob, plan, used, variables, coords, attrs, method_label)
+
+
+
 def interaction_layers(
     probability: xr.Dataset | xr.DataArray | str | PathLike[str],
     network: Network | NetworkMatch,
@@ -347,61 +446,10 @@ def interaction_layers(
     >>> layers = interaction_layers(open_predictions("p.zarr"), net)  # doctest: +SKIP
     >>> layers.joint.sel(edge="plant_01->pest_01")  # doctest: +SKIP
     """
-    if method not in ("dependence", "plackett"):
-        raise InputError(f"method={method!r} is not 'dependence' or 'plackett'")
-    prob = open_probability(probability, variable=variable, storage_options=storage_options)
-    if prob.odc.geobox is None or prob.odc.geobox.crs is None:
-        raise GridError("the probabilities have no georeferencing (spatial_ref / CRS); keep the prediction's "
-                        "spatial_ref coordinate")
-    cube_species = [str(s) for s in prob["species"].values]
-    match = network if isinstance(network, NetworkMatch) else match_species(network, cube_species, aliases=aliases)
-    net = match.network
-    missing = [s for s in net.species if s not in cube_species]
-    if missing:
-        raise InputError(f"network species {missing[:8]} are not in the probability cube; match the network to "
-                         "the cube's species first (match_species(network, cube.species.values))")
-    if net.edges.empty:
-        raise InputError(f"no interaction has both partners in the probability cube (unmatched network nodes: "
-                         f"{list(match.unmatched_nodes)[:8]}); pass aliases= to match names")
-    if sets and method == "plackett":
-        raise InputError("interaction sets need a joint model of several species: use method='dependence'")
-    assoc = associations or Associations.fixed(net)
-    used = list(dict.fromkeys([*net.edges["source"].astype(str), *net.edges["target"].astype(str)]))
-    index = {s: k for k, s in enumerate(used)}
-    e = net.edges.reset_index(drop=True)
-    labels = net.edge_labels
-    eps = {t: float(assoc.leakage.get(t, 0.0)) for t in dict.fromkeys(e["target"].astype(str))}
-    edge_plan = tuple((index[str(s)], index[str(t)], float(assoc.odds_ratio.get(lbl, 1.0)))
-                      for s, t, lbl in zip(e["source"], e["target"], labels))
-    consumers = tuple((index[t], tuple(index[r] for r in net.resources(t)), eps[t]) for t in eps)
-    roles = net.roles
-    weights = e["weight"].to_numpy(dtype=float) if weighted else np.ones(len(e))
-
-    def groups(focals: Sequence[str], partner_role: str) -> tuple[list[str], tuple[tuple[tuple[int, float], ...], ...]]:
-        names, out = [], []
-        for f in focals:
-            members = tuple((k, float(weights[k])) for k in range(len(e))
-                            if str(e.at[k, "source"]) == f and roles.get(str(e.at[k, "target"])) == partner_role)
-            if members:
-                names.append(f)
-                out.append(members)
-        return names, tuple(out)
-
-    pest_names, pest_groups = groups(net.with_role("pest"), "enemy") if regulation else ([], ())
-    if crops is not None:
-        unknown = [c for c in crops if c not in roles]
-        if unknown:
-            raise InputError(f"crops {unknown} are not matched network nodes; choose among {net.with_role('plant')}")
-    crop_list = list(crops) if crops is not None else net.crops()
-    crop_names, crop_groups = groups(crop_list, "pest") if pest_pressure else ([], ())
-    levels = trophic_levels(net.species, net.edges)
-    set_names = list(sets or {})
-    set_plans = tuple(_set_plan(n, list(sets[n]), net, index, eps, levels) for n in set_names) if sets else ()
-    plan = _Plan(method, bool(independent), edge_plan, consumers, pest_groups, crop_groups, set_plans, bool(edges))
-    variables = plan.variables()
-    if not variables:
-        raise InputError("nothing to compute: enable edges, regulation, pest_pressure or give sets")
-
+    prep = _prepare(probability, network, associations=associations, method=method, independent=independent,
+                    edges=edges, regulation=regulation, pest_pressure=pest_pressure, crops=crops, sets=sets,
+                    weighted=weighted, aliases=aliases, variable=variable, storage_options=storage_options)
+    prob, plan, used, variables, method_label = prep.prob, prep.plan, prep.used, prep.variables, prep.method_label
     stack = prob.sel(species=used).data
     if not isinstance(stack, da.Array):
         stack = da.from_array(stack, chunks=(-1, *(min(512, n) for n in stack.shape[1:])))
@@ -410,29 +458,7 @@ def interaction_layers(
     token = dask.base.tokenize(stack.name, plan)
     tiles = da.map_blocks(_tile, stack, plan=plan, chunks=((n_layers,), *stack.chunks[1:]), dtype=np.float32,
                           meta=np.empty((0, 0, 0), dtype=np.float32), name=f"geosdm-interactions-{token}")
-    coords: dict[str, Any] = {"y": prob["y"], "x": prob["x"]}
-    if "spatial_ref" in prob.coords:
-        coords["spatial_ref"] = prob["spatial_ref"]
-    dims_used = {d for _, d, _ in variables}
-    if "edge" in dims_used:
-        coords |= {"edge": ("edge", labels), "edge_source": ("edge", e["source"].astype(str).tolist()),
-                   "edge_target": ("edge", e["target"].astype(str).tolist()),
-                   "edge_interaction": ("edge", e["interaction"].astype(str).tolist()),
-                   "edge_weight": ("edge", e["weight"].to_numpy(dtype=float))}
-    if "pest" in dims_used:
-        coords["pest"] = ("pest", pest_names)
-    if "crop" in dims_used:
-        coords["crop"] = ("crop", crop_names)
-    if "interaction_set" in dims_used:
-        coords["interaction_set"] = ("interaction_set", set_names)
-    method_label = {"dependence": "dependence with leakage", "plackett": "Plackett odds ratio"}[method]
-    out = xr.Dataset(coords=coords, attrs={
-        "title": "geosdm interaction-likelihood layers",
-        "geosdm:method": method, "geosdm:associations": assoc.source,
-        "geosdm:network": net.name, "geosdm:model_hash": str(prob.attrs.get("geosdm:model_hash", "")),
-        "geosdm:leakage": {k: float(v) for k, v in eps.items()},
-        "geosdm:unmatched_nodes": list(match.unmatched_nodes),
-    })
+    out = xr.Dataset(coords=prep.coords, attrs=prep.attrs)
     start = 0
     for name, dim, n in variables:
         base = name.removesuffix("_independent")

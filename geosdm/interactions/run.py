@@ -6,6 +6,11 @@ Layout under ``output`` (folder or ``s3://`` prefix)::
                                       (crop), set_all/set_any (interaction_set), each also *_independent
     cogs/<variable>[_<layer>].tif     per layer and one multi-band COG per variable
     stac/collection.json, stac/<item>/<item>.json
+    uncertainty.zarr                  per layer of the co-occurrence-aware maps: <layer>_mean, _sd, _q05, _q50, _q95,
+                                      _width (joint samples of the species and of the co-occurrence fit,
+                                      :func:`geosdm.interactions.interaction_uncertainty`), when the predictions'
+                                      model has an interval model or ensemble members
+    cogs/<variable>_width[_<layer>].tif   interval width of the COG variables
     network.json                      structure of the network and of its matched part, the match report
     associations.json                 fitted leakage / odds ratios / detection and their diagnostics
 
@@ -77,10 +82,26 @@ class InteractionsConfig(BaseModel):
     collection_id: str = "geosdm-interactions"
     storage_options: dict[str, Any] | None = None
     predictions_storage_options: dict[str, Any] | None = None
+    uncertainty: bool = Field(default=True, description="Also write uncertainty.zarr (mean, sd, quantiles and "
+                              "interval width of each co-occurrence-aware layer over joint samples) when the "
+                              "predictions come with an interval model (the predict step's uncertainty.zarr, or "
+                              "`model:`) or an ensemble.")
+    model: str | None = Field(default=None, description="Model folder of the predictions, for their interval model "
+                              "or ensemble members (default: the predict step's uncertainty.zarr beside the "
+                              "predictions, else the predictions' model path).")
+    n_samples: int = Field(default=32, ge=2, description="Joint samples per cell for the uncertainty layers.")
+    bootstrap: int = Field(default=16, ge=1, description="Co-occurrence refits on bootstraps of the survey plots "
+                                                         "(one per sample, cycled).")
+    quantiles: tuple[float, ...] = Field(default=(0.05, 0.5, 0.95), description="Quantile layers of uncertainty.zarr.")
+    seed: int = 0
 
     @property
     def zarr_path(self) -> str:
         return f"{self.output.rstrip('/')}/interactions.zarr"
+
+    @property
+    def uncertainty_path(self) -> str:
+        return f"{self.output.rstrip('/')}/uncertainty.zarr"
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, section: str | None = "interactions") -> InteractionsConfig:
@@ -104,6 +125,9 @@ class InteractionsReport:
     cogs: list[CogOutput] = field(default_factory=list)
     stac: StacOutput | None = None
     seconds: float = 0.0
+    uncertainty: WriteReport | None = None
+    uncertainty_source: str = ""
+    uncertainty_cogs: list[CogOutput] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """JSON-friendly summary (what the CLI and the pipeline print)."""
@@ -114,6 +138,8 @@ class InteractionsReport:
             "unmatched_nodes": self.match["unmatched_nodes"], "associations": self.associations.source,
             "leakage_estimated": int(est["estimated"].sum()) if len(est) and "estimated" in est else 0,
             "cogs": len(self.cogs), "stac": self.stac.collection if self.stac else None, "seconds": self.seconds,
+            "uncertainty": self.uncertainty.path if self.uncertainty is not None else None,
+            "uncertainty_source": self.uncertainty_source or None,
         }
 
 
@@ -122,6 +148,40 @@ def _write_json(path: str, data: Any, storage_options: dict[str, Any] | None) ->
 
     with fsspec.open(path, "w", **((storage_options or {}) if "://" in path else {})) as f:
         f.write(json.dumps(data, indent=1, default=str))
+
+
+def _sampling_source(config: InteractionsConfig, prob: xr.DataArray) -> tuple[dict[str, Any], str] | None:
+    """What to sample the species from: ``({"error": ErrorModel} | {"model": m, "cube": path}, description)``,
+    or None (nothing to sample: no interval model, no ensemble)."""
+    import posixpath
+
+    from geosdm.models.intervals import ErrorModel
+    from geosdm.predict._model import as_model
+    from geosdm.predict.uncertainty import _n_members
+
+    model_path = config.model
+    if model_path is None:
+        beside = posixpath.join(posixpath.dirname(config.predictions.rstrip("/")), "uncertainty.zarr")
+        try:
+            from geosdm.io.layers import open_layers
+
+            unc = open_layers(beside, storage_options=config.predictions_storage_options)
+            if unc.attrs.get("geosdm:intervals") == "model" and unc.attrs.get("geosdm:error_model"):
+                return {"error": ErrorModel.from_dict(unc.attrs["geosdm:error_model"])}, f"interval model of {beside}"
+        except Exception as err:  # noqa: BLE001  (no uncertainty store beside the predictions: look further)
+            log.debug("no interval model from %s: %s", beside, err)
+        model_path = prob.attrs.get("geosdm:model_path")
+    if not model_path:
+        return None
+    m = as_model(model_path)
+    error = getattr(getattr(m, "calibrator_", None), "error", None)
+    if error is not None:
+        return {"error": error}, f"interval model of {model_path}"
+    cube = (prob.attrs.get("geosdm:cube") or {}).get("path") if isinstance(prob.attrs.get("geosdm:cube"), dict) \
+        else None
+    if _n_members(m) >= 2 and cube:
+        return {"model": m, "cube": cube}, f"ensemble members of {model_path}"
+    return None
 
 
 def run_interactions(
@@ -233,6 +293,41 @@ def run_interactions(
                              progress=progress, overwrite=overwrite, desc="interactions")
         report = InteractionsReport(write, match.summary(), structure, matched_structure, assoc,
                                     [str(v) for v in layers.data_vars])
+        unc_vars: list[str] = []
+        source = _sampling_source(config, prob) if config.uncertainty else None
+        if config.uncertainty and source is None:
+            log.info("no interaction uncertainty: the predictions have no interval model (calibrate the model) "
+                     "and no ensemble to sample")
+        if source is not None:
+            from geosdm.interactions.uncertainty import association_samples, interaction_uncertainty
+
+            sampler, report.uncertainty_source = source
+            if config.leakage is None and config.surveys:
+                assoc_sets: Any = association_samples(match.network, records, prob, n=config.bootstrap,
+                                                      seed=config.seed, detection=config.detection)
+            else:
+                assoc_sets = assoc
+            unc = interaction_uncertainty(prob, match, associations=assoc_sets, n_samples=config.n_samples,
+                                          quantiles=config.quantiles, seed=config.seed, method=config.method,
+                                          crops=config.crops, weighted=config.weighted,
+                                          sets={k: list(v) for k, v in (config.sets or {}).items()} or None,
+                                          **sampler)
+            unc_settings = {**settings, "n_samples": config.n_samples, "bootstrap": config.bootstrap,
+                            "quantiles": list(config.quantiles), "seed": config.seed,
+                            "samples": unc.attrs["geosdm:samples"]}
+            unc_identity = {**identity, "settings": unc_settings, "sampler": dask.base.tokenize(
+                unc.attrs.get("geosdm:error_model"), sampler.get("error") and sampler["error"].to_dict(),
+                str(prob.attrs.get("geosdm:model_hash", "")),
+                [(a.leakage, a.odds_ratio) for a in (assoc_sets if isinstance(assoc_sets, list) else [assoc_sets])])}
+            report.uncertainty = write_layers(
+                unc, config.uncertainty_path, dtypes=layer_dtypes(unc, config.dtype),  # type: ignore[arg-type]
+                attrs={**attrs, **{k: v for k, v in unc.attrs.items() if k.startswith("geosdm:")},
+                       "title": "geosdm interaction-likelihood uncertainty", "geosdm:config": unc_settings,
+                       "geosdm:sampling_source": report.uncertainty_source},
+                identity=unc_identity, tile_shape=config.tile_shape, chunk_shape=config.chunk_shape,
+                storage_options=config.storage_options, client=c, progress=progress, overwrite=overwrite,
+                desc="interaction uncertainty")
+            unc_vars = [str(v) for v in unc.data_vars]
         if config.cogs:
             wanted = list(config.cog_variables) if config.cog_variables is not None else report.variables
             unknown = [v for v in wanted if v not in report.variables]
@@ -242,6 +337,13 @@ def run_interactions(
                 report.cogs += export_cogs(config.zarr_path, f"{out}/cogs", variable=v, per_layer=config.per_layer,
                                            multiband=config.multiband,
                                            storage_options=config.storage_options, client=c, progress=progress)
+            if report.uncertainty is not None:  # where the headline maps are unsure: their interval width
+                widths = [f"{v}_width" for v in wanted if f"{v}_width" in unc_vars]
+                for v in widths:
+                    report.uncertainty_cogs += export_cogs(
+                        config.uncertainty_path, f"{out}/cogs", variable=v, per_layer=config.per_layer,
+                        multiband=config.multiband, storage_options=config.storage_options, client=c,
+                        progress=progress)
     if config.stac:
         report.stac = write_stac(config.zarr_path, report.cogs, f"{out}/stac", collection_id=config.collection_id,
                                  item_id=f"{config.collection_id}-{write.fingerprint[:8]}",

@@ -19,6 +19,15 @@ predicted or calibrated by a model that saw its fold). Errors that vary faster t
 seen, so ``φ`` is an upper bound (intervals a little narrow); the benchmark (``benchmarks/calibration.py``)
 measures the coverage against the demo's truth.
 
+**Cross-species error correlation.** The same pairs estimate how the errors of two species move together:
+``E[r_s,i r_t,j] / (D D) = E[e_s e_t]``, so ``rho_st = (phi + 1) * sum(r_s,i r_t,j + r_t,i r_s,j) / sum(sqrt(v_s,i
+v_t,j) + sqrt(v_t,i v_s,j))`` (``v = p̂ (1 - p̂)``) is the Gaussian copula's correlation of the two species'
+errors. One species pair is supported by a few hundred noisy terms, so each estimate is shrunk (empirical Bayes)
+toward the pooled mean of all pairs by its own standard error: pairs with little support end at the pooled
+value (the identity when the surveys show no shared error), and the matrix is projected to the nearest
+positive-definite correlation. :func:`geosdm.interactions.interaction_uncertainty` draws joint samples of the
+species' true probabilities with it (``p_s = ppf(p̂_s, Φ(z_s))``, ``z ~ N(0, R)``).
+
 Interval bounds are rounded outward to the probability layers' storage step (``1/250``, the ``uint8`` scale), so
 a stored interval always contains the computed one and a true probability of 1e-5 lies in ``[0, 0.004]``.
 """
@@ -70,6 +79,11 @@ class ErrorModel:
         Largest distance between paired plots (the records' CRS units; metres for projected CRSs).
     precision_range
         5-95 % range of ``φ`` over a bootstrap of the pairs (how well the surveys pin it).
+    correlation, correlation_species
+        The cross-species error correlation ``R`` (Gaussian copula, see the module docstring) and its species
+        (None: not estimated; :meth:`correlation_for` then gives the identity).
+    correlation_pooled
+        The pooled mean correlation the pairs are shrunk toward.
     """
 
     precision: float
@@ -79,11 +93,35 @@ class ErrorModel:
     max_distance: float = float("nan")
     precision_range: tuple[float, float] = (float("nan"), float("nan"))
     kind: str = "beta"
+    correlation: np.ndarray | None = field(default=None, compare=False, repr=False)
+    correlation_species: tuple[str, ...] = ()
+    correlation_pooled: float = float("nan")
     _table: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.precision) and self.precision > 0):
             raise InputError(f"precision={self.precision} must be a positive number (φ of the Beta error model)")
+        if self.correlation is not None:
+            r = np.asarray(self.correlation, dtype="float64")
+            n = len(self.correlation_species)
+            if r.shape != (n, n) or not np.isfinite(r).all():
+                raise InputError(f"correlation must be a finite ({n}, {n}) matrix for correlation_species; got "
+                                 f"shape {r.shape}")
+            self.correlation = r
+            self.correlation_species = tuple(str(s) for s in self.correlation_species)
+
+    def correlation_for(self, species: Any) -> np.ndarray:
+        """The error correlation matrix of ``species`` (a sub-matrix of :attr:`correlation`; rows of species it
+        does not know, or all rows when it was not estimated, are those of the identity)."""
+        names = [str(s) for s in species]
+        out = np.eye(len(names))
+        if self.correlation is None:
+            return out
+        pos = {s: k for k, s in enumerate(self.correlation_species)}
+        known = [i for i, s in enumerate(names) if s in pos]
+        idx = [pos[names[i]] for i in known]
+        out[np.ix_(known, known)] = self.correlation[np.ix_(idx, idx)]
+        return out
 
     # ------------------------------------------------------------------------------------------ evaluation
     def sd(self, p: np.ndarray) -> np.ndarray:
@@ -162,17 +200,25 @@ class ErrorModel:
 
     # ---------------------------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "precision": float(self.precision), "pair_covariance": float(self.pair_covariance),
-                "n_pairs": int(self.n_pairs), "n_terms": int(self.n_terms), "max_distance": float(self.max_distance),
-                "precision_range": [float(v) for v in self.precision_range]}
+        d = {"kind": self.kind, "precision": float(self.precision), "pair_covariance": float(self.pair_covariance),
+             "n_pairs": int(self.n_pairs), "n_terms": int(self.n_terms), "max_distance": float(self.max_distance),
+             "precision_range": [float(v) for v in self.precision_range]}
+        if self.correlation is not None:
+            d["correlation"] = {"species": list(self.correlation_species), "pooled": float(self.correlation_pooled),
+                                "matrix": np.round(self.correlation, 4).tolist()}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ErrorModel:
         if d.get("kind", "beta") != "beta":
             raise InputError(f"error model kind {d.get('kind')!r} is unknown (this geosdm reads 'beta')")
+        corr = d.get("correlation") or {}
         return cls(float(d["precision"]), float(d.get("pair_covariance", np.nan)), int(d.get("n_pairs", 0)),
                    int(d.get("n_terms", 0)), float(d.get("max_distance", np.nan)),
-                   tuple(d.get("precision_range", (np.nan, np.nan))))  # type: ignore[arg-type]
+                   tuple(d.get("precision_range", (np.nan, np.nan))),  # type: ignore[arg-type]
+                   correlation=np.asarray(corr["matrix"], dtype="float64") if corr else None,
+                   correlation_species=tuple(corr.get("species", ())),
+                   correlation_pooled=float(corr.get("pooled", np.nan)))
 
 
 def _neighbour_pairs(xy: np.ndarray, max_distance: float | None) -> tuple[np.ndarray, float]:
@@ -224,15 +270,18 @@ def fit_error_model(held_out: HeldOut, *, method: str = "platt", detection: str 
         D = np.where(p_arr > 0, d_arr / p_arr, np.nan)  # detectability of each site's survey
     return error_model_from_surveys(held_out.sites.frame[["x", "y"]].to_numpy(dtype="float64"),
                                     held_out.observed.to_numpy(dtype="float64"), p_arr, D,
-                                    max_distance=max_distance, min_pairs=min_pairs, n_boot=n_boot, seed=seed)
+                                    max_distance=max_distance, min_pairs=min_pairs, n_boot=n_boot, seed=seed,
+                                    species=[str(s) for s in p.columns])
 
 
 def error_model_from_surveys(xy: np.ndarray, observed: np.ndarray, probability: np.ndarray,
                              detectability: np.ndarray | float = 1.0, *, max_distance: float | None = None,
-                             min_pairs: int = 30, n_boot: int = 200, seed: int = 0) -> ErrorModel:
+                             min_pairs: int = 30, n_boot: int = 200, seed: int = 0,
+                             species: Any = None) -> ErrorModel:
     """The estimator of :func:`fit_error_model` on arrays: plot coordinates ``(n, 2)``, detected in any visit
     ``(n, species)`` (0/1, NaN = not surveyed), held-out calibrated occupancy probabilities ``(n, species)`` and
-    the surveys' detectability (``1 - (1 - d)^visits``; 1 = perfect detection)."""
+    the surveys' detectability (``1 - (1 - d)^visits``; 1 = perfect detection). ``species``: the columns' names
+    (default ``"0"``, ``"1"``...), for the cross-species error correlation."""
     p_arr = np.asarray(probability, dtype="float64")
     D = np.broadcast_to(np.asarray(detectability, dtype="float64"), p_arr.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -267,8 +316,59 @@ def error_model_from_surveys(xy: np.ndarray, observed: np.ndarray, probability: 
         log.warning("neighbouring survey plots show no shared error (pooled residual product %.3g): the interval "
                     "model assumes a small error (precision 1e4)", cov)
     phi = float(np.clip(phi, 0.5, 1e4))
+    names = [str(s) for s in species] if species is not None else [str(k) for k in range(p_arr.shape[1])]
+    if len(names) != p_arr.shape[1]:
+        raise InputError(f"species names {len(names)} != {p_arr.shape[1]} probability columns")
+    corr, pooled = _error_correlation(r, p_arr, a, b, phi)
     model = ErrorModel(phi, cov, len(pairs), int(use.sum()), reach,
-                       (float(np.quantile(boots, 0.05)), float(np.quantile(boots, 0.95))))
+                       (float(np.quantile(boots, 0.05)), float(np.quantile(boots, 0.95))),
+                       correlation=corr, correlation_species=tuple(names), correlation_pooled=pooled)
     log.info("interval model: precision %.3g (5-95%% %.3g-%.3g) from %d neighbouring plot pairs within %.4g",
              phi, *model.precision_range, len(pairs), reach)
     return model
+
+
+def _nearest_correlation(r: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    """The symmetric matrix ``r`` with its eigenvalues raised to ``floor`` and rescaled to a unit diagonal."""
+    w, v = np.linalg.eigh((r + r.T) / 2)
+    out = (v * np.maximum(w, floor)) @ v.T
+    d = np.sqrt(np.diag(out))
+    out = out / d[:, None] / d[None, :]
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def _error_correlation(r: np.ndarray, p: np.ndarray, a: np.ndarray, b: np.ndarray,
+                       phi: float) -> tuple[np.ndarray, float]:
+    """Cross-species error correlation from neighbouring plot pairs ``(a, b)`` (module docstring): raw estimates,
+    their standard errors, empirical-Bayes shrinkage toward the pooled mean, nearest correlation matrix."""
+    k = r.shape[1]
+    if k < 2:
+        return np.eye(k), float("nan")
+    v = np.sqrt(np.clip(p * (1 - p), 0, None))
+    ok = np.isfinite(r) & np.isfinite(v)
+    rr, vv = np.where(ok, r, 0.0), np.where(ok, v, 0.0)
+    ra, rb, va, vb = rr[a], rr[b], vv[a], vv[b]
+    num = ra.T @ rb + rb.T @ ra  # sum of r_s,a r_t,b + r_t,a r_s,b
+    den = va.T @ vb + vb.T @ va
+    var = (ra**2).T @ (rb**2) + (rb**2).T @ (ra**2) + 2 * (ra * rb).T @ (ra * rb)  # of num (terms ~ independent)
+    scale = phi + 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = scale * num / den
+        se = scale * np.sqrt(var) / den
+    off = ~np.eye(k, dtype=bool) & np.isfinite(raw) & np.isfinite(se) & (se > 0)
+    if not off.any():
+        return np.eye(k), float("nan")
+    w = 1.0 / se[off] ** 2
+    pooled = float(np.sum(w * raw[off]) / np.sum(w))
+    pooled = float(np.clip(pooled, -1.0 / (k - 1), 0.95))
+    tau2 = max(0.0, float(np.mean((raw[off] - pooled) ** 2) - np.mean(se[off] ** 2)))
+    out = np.full((k, k), pooled)
+    shrink = tau2 / (tau2 + se[off] ** 2)
+    out[off] = pooled + shrink * (raw[off] - pooled)
+    out = np.clip(out, -0.95, 0.95)
+    np.fill_diagonal(out, 1.0)
+    out = _nearest_correlation(out)
+    log.info("interval model: cross-species error correlation pooled %.3g, spread %.3g over %d species pairs",
+             pooled, np.sqrt(tau2), int(off.sum()) // 2)
+    return out, pooled
