@@ -212,3 +212,33 @@ def test_association_samples_vary_and_are_seeded(demo_small: DemoLayout, predict
     b = association_samples(match, surveys, prob, n=3, seed=1)
     assert [x.leakage for x in a] == [x.leakage for x in b]
     assert len({json.dumps(x.leakage, sort_keys=True) for x in a}) > 1
+
+
+def test_without_an_interval_model_the_ensemble_members_are_the_samples(demo_small: DemoLayout) -> None:
+    import warnings
+
+    from geosdm.interactions import match_species, read_network
+    from geosdm.models import MultiSpeciesSDM
+    from geosdm.predict import predict
+    from geosdm.records import read_records, training_table
+
+    covariates = ["bio01", "bio12"]
+    cube = xr.open_zarr(demo_small.truth_zarr)[covariates].load()
+    recs = pd.concat([read_records(demo_small.presence_only_csv), read_records(demo_small.surveys_parquet)],
+                     ignore_index=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = training_table(recs, str(demo_small.truth_zarr), n_background=300, block_size=1_500, seed=1,
+                               variables=covariates, max_missing=0.5).table
+        model = MultiSpeciesSDM(loss="integrated", epochs=2, hidden=16, val_size=0, n_members=3, seed=0).fit(table)
+    prob = predict(model, cube, tile_shape=(50, 50))["probability"]
+    match = match_species(read_network(demo_small.edges_csv, demo_small.nodes_csv),
+                          [str(s) for s in prob["species"].values])
+    with dask.config.set(scheduler=_no_compute):
+        unc = interaction_uncertainty(prob, match, model=model, cube=cube, regulation=False, pest_pressure=False)
+    assert unc.attrs["geosdm:samples"] == "members" and unc.attrs["geosdm:n_samples"] == 3
+    assert "ensemble members" in unc.joint_sd.attrs["long_name"]
+    out = unc.compute()
+    lo, hi, mid = out.joint_q05.values, out.joint_q95.values, out.joint_mean.values
+    assert np.isfinite(mid).all() and (lo <= mid + 1e-6).all() and (mid <= hi + 1e-6).all()
+    assert float(out.joint_sd.mean()) > 0
