@@ -85,7 +85,14 @@ def test_cogs_and_stac_for_any_leading_dim(tmp_path: Path) -> None:
 
     item = pystac.Item.from_file(out.items[0])
     assert item.properties["geosdm:edge"] == ["a->b", "b->c", "a->c"]
-    assert item.assets["joint"].extra_fields["geosdm:edge"] == ["a->b", "b->c", "a->c"]
+    # per-layer COGs of one variable: keyed by their labels; the multi-band COG of the same layers is linked
+    assert sorted(item.assets) == ["a->b", "a->c", "b->c", "score", "zarr"]
+    assert item.assets["b->c"].extra_fields["eo:bands"] == [{"name": "b->c", "description": "joint probability: b->c"}]
+    (alt,) = item.get_links("alternate")
+    assert alt.extra_fields["geosdm:edge"] == ["a->b", "b->c", "a->c"] and alt.href.endswith("cogs/joint.tif")
+    from tests.fixtures.stac_schemas import validate_stac_tree
+
+    assert len(validate_stac_tree(tmp_path / "stac")) == 2
 
 
 def test_sdm_accessor_forwards_to_the_functions(tmp_path: Path) -> None:

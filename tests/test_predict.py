@@ -7,6 +7,7 @@ sharded Zarr v3 with a 40 x 40 cell NaN corner (a "sea" covering one whole 32 x 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -281,44 +282,152 @@ def test_cogs_are_valid_and_equal_the_store(store: str, tmp_path: Path) -> None:
         assert cog.valid and cog_validate(cog.path, strict=True)[0]
         with rasterio.open(cog.path) as src:
             assert src.overviews(1) == [2, 4] and src.nodata == 255 and src.scales[0] == pytest.approx(0.004)
-            assert src.descriptions == tuple(cog.layers)
+            assert src.descriptions == tuple(cog.layers) and src.units == ("1",) * len(cog.layers)
+            assert src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"] == "BAND"
+            assert [src.tags(i + 1)["geosdm_species"] for i in range(src.count)] == list(cog.layers)
+            tags = src.tags()  # what a value is, without geosdm
+            assert tags["units"] == "1" and tags["geosdm_area_m2"] == "7200"
+            assert tags["geosdm_decode"] == "value = raw * 0.004 + 0; raw 255 = nodata"
+            assert tags["geosdm_calibration"] == "none (fitted on presence/absence or count surveys)"
+            assert tags["geosdm_model"] == "MultiSpeciesSDM mlp integrated cloglog" and len(tags["geosdm_model_hash"]) == 16
+            assert tags["long_name"] == "presence probability over 7200 m2 (cloglog link)"
         r = rioxarray.open_rasterio(cog.path, mask_and_scale=True)
         np.testing.assert_allclose(r.values, decoded.sel(species=list(cog.layers)).values, atol=1e-6)
 
 
-def test_stac_items_load_with_odc_stac(store: str, tmp_path: Path) -> None:
+class _CountingFile(io.RawIOBase):
+    """A binary file that counts the bytes GDAL reads through it (rasterio's ``opener``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.f, self.n = open(path, "rb"), 0  # noqa: SIM115
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        b = self.f.read(len(buf))
+        buf[: len(b)] = b
+        self.n += len(b)
+        return len(b)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+def test_multiband_cog_reads_one_species_alone(store: str, tmp_path: Path) -> None:
+    """All 42 species in one COG, band-interleaved: one species reads its own tiles (not all 42 bands')."""
+    import rasterio
+    from rasterio.shutil import copy as gdal_copy
+
+    cog = export_cogs(store, tmp_path, per_layer=False, blocksize=32)[0]
+    assert len(cog.layers) == 42 and cog.valid
+    pixel = str(tmp_path / "pixel.tif")  # the former layout: GDAL 3.10's COG driver, pixel-interleaved
+    gdal_copy(cog.path, pixel, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=32, PREDICTOR="YES")
+    want = open_predictions(store, decode=False).probability.sel(species="plant_01").values
+    read = {}
+    for path in (cog.path, pixel):
+        files: list[_CountingFile] = []
+
+        def opener(name: str, mode: str = "rb") -> _CountingFile:
+            files.append(_CountingFile(name))
+            return files[-1]
+
+        with rasterio.Env(GDAL_CACHEMAX=16), rasterio.open(path, opener=opener) as src:
+            assert src.descriptions == cog.layers
+            np.testing.assert_array_equal(src.read(cog.layers.index("plant_01") + 1), want)
+            read[src.tags(ns="IMAGE_STRUCTURE")["INTERLEAVE"]] = files[0].n
+    assert read["BAND"] * 3 < read["PIXEL"], read
+
+
+def test_stac_catalog_moves_and_loads_by_species(store: str, tmp_path: Path) -> None:
+    """Zarr + COGs + STAC written in one folder, copied elsewhere (the original deleted): odc-stac and stackstac
+    load it with no arguments, one band per species, the store's values; the files validate offline."""
+    import json
+    import shutil
+
     import odc.stac
     import pystac
-
-    cogs = export_cogs(store, tmp_path / "cogs", layers=["plant_01", "pest_01"])
-    out = write_stac(store, cogs, tmp_path / "stac", collection_id="demo-predictions", item_id="demo")
-    coll = pystac.Collection.from_file(out.collection)
-    item = next(iter(coll.get_items()))
-    assert item.properties["proj:code"] == "EPSG:2154" and item.properties["proj:shape"] == [100, 100]
-    band = item.assets["probability_plant_01"].extra_fields["raster:bands"][0]
-    assert (band["data_type"], band["nodata"], band["scale"], band["offset"]) == ("uint8", 255, 0.004, 0.0)
-    assert item.assets["zarr"].media_type == "application/vnd+zarr"
-    loaded = odc.stac.load([item], bands=["probability_plant_01", "probability.2"])
-    decoded = open_predictions(store).probability.load()
-    for name, sp in [("probability_plant_01", "plant_01"), ("probability.2", "pest_01")]:
-        raw = loaded[name].isel(time=0).values
-        values = np.where(raw == band["nodata"], np.nan, raw * band["scale"] + band["offset"])
-        np.testing.assert_allclose(values, decoded.sel(species=sp).values, atol=1e-6)
-    zarr_asset = item.assets["zarr"]
-    opened = xr.open_dataset(zarr_asset.href, **zarr_asset.extra_fields["xarray:open_kwargs"])
-    assert opened.probability.shape == decoded.shape
-    # stackstac with no epsg=/bounds=/resolution=: proj:epsg (beside proj:code), proj:transform and proj:shape
-    # suffice. pystac's reader migrates proj:epsg away, so stackstac gets the Item as JSON, as it accepts it.
-    import json
-
     import stackstac
 
+    from geosdm.predict import read_items
+    from tests.fixtures.stac_schemas import validate_stac_tree
+
+    first = tmp_path / "first"
+    shutil.copytree(store, first / "probability.zarr")
+    cogs = export_cogs(first / "probability.zarr", first / "cogs", layers=["plant_01", "pest_01"], blocksize=32)
+    out = write_stac(first / "probability.zarr", cogs, first / "stac", collection_id="demo-predictions",
+                     item_id="demo", period="2024-01-01/2024-12-31")
     raw_item = json.loads(Path(out.items[0]).read_text())
-    assert raw_item["properties"]["proj:epsg"] == 2154 and raw_item["properties"]["proj:code"] == "EPSG:2154"
-    stack = stackstac.stack([raw_item], assets=["probability_plant_01"], dtype="float64", fill_value=np.nan,
-                            rescale=False).isel(time=0, band=0).values
-    raw = loaded["probability_plant_01"].isel(time=0).values.astype("float64")
-    np.testing.assert_array_equal(stack, np.where(raw == 255, np.nan, raw))  # stackstac masks the nodata
+    assert {k: a["href"] for k, a in raw_item["assets"].items()} == {
+        "zarr": "../../probability.zarr", "plant_01": "../../cogs/probability_plant_01.tif",
+        "pest_01": "../../cogs/probability_pest_01.tif"}
+    alt = next(link for link in raw_item["links"] if link["rel"] == "alternate")  # the multi-band COG, for QGIS
+    assert alt["href"] == "../../cogs/probability.tif" and alt["geosdm:species"] == ["plant_01", "pest_01"]
+    props = raw_item["properties"]
+    assert (props["datetime"], props["start_datetime"], props["end_datetime"]) == (
+        "2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z", "2024-12-31T23:59:59Z")
+    assert props["created"] > "2025" and props["proj:epsg"] == 2154 and props["proj:code"] == "EPSG:2154"
+    assert props["geosdm:area_m2"] == 7200.0 and props["geosdm:calibration"].startswith("none")
+    band = raw_item["assets"]["plant_01"]["raster:bands"][0]
+    assert (band["data_type"], band["nodata"], band["scale"], band["offset"], band["unit"]) == (
+        "uint8", 255, 0.004, 0.0, "1")
+    assert raw_item["assets"]["plant_01"]["eo:bands"][0]["name"] == "plant_01"
+    coll = json.loads(Path(out.collection).read_text())
+    assert coll["extent"]["temporal"]["interval"] == [["2024-01-01T00:00:00Z", "2024-12-31T23:59:59Z"]]
+
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    assert len(validate_stac_tree(moved / "stac")) == 2
+    decoded = open_predictions(moved / "probability.zarr").probability.load()
+    want = decoded.sel(species=["plant_01", "pest_01"]).values
+
+    plain = list(pystac.Collection.from_file(str(moved / "stac" / "collection.json")).get_items())
+    for items in (plain, read_items(moved / "stac")):  # odc-stac resolves relative hrefs itself
+        ds = odc.stac.load(items)
+        assert list(ds.data_vars) == ["plant_01", "pest_01"] and ds.odc.geobox.crs.epsg == 2154
+        raw = ds.to_array("band").isel(time=0).values
+        np.testing.assert_allclose(np.where(raw == 255, np.nan, raw * 0.004), want, atol=1e-6)
+    stack = stackstac.stack(read_items(moved / "stac"))  # relative hrefs resolved, proj:epsg kept
+    assert list(stack.band.values) == ["plant_01", "pest_01"]
+    np.testing.assert_allclose(stack.isel(time=0).values, want, atol=1e-6)  # rescaled, nodata -> NaN
+    zarr_asset = read_items(moved / "stac")[0].assets["zarr"]
+    opened = xr.open_dataset(zarr_asset.href, **zarr_asset.extra_fields["xarray:open_kwargs"])
+    assert opened.probability.shape == decoded.shape
+
+
+def test_items_date_the_covariates_not_the_run(mlp: Any, cube: xr.Dataset) -> None:
+    from geosdm.predict import covariate_period
+
+    config = {"datetime": "2024-01-01/2024-12-31",
+              "sources": [{"source": "s2", "datetime": "2023-06-01/2023-08-31"}, {"source": "dem"}]}
+    assert covariate_period({"geosdm:config": config}) == "2023-06-01T00:00:00Z/2024-12-31T23:59:59Z"
+    assert covariate_period({"geosdm:config": {"datetime": "2024", "sources": [{"source": "dem"}]}}) == (
+        "2024-01-01T00:00:00Z/2024-12-31T23:59:59Z")
+    assert covariate_period({"geosdm:period": "2020-05"}) == "2020-05-01T00:00:00Z/2020-05-31T23:59:59Z"
+    assert covariate_period({"geosdm:config": {"sources": [{"source": "dem"}]}}) is None
+    assert covariate_period({}) is None
+    with dask.config.set(scheduler=_no_compute):  # the predict step carries the cube's period to the store
+        out = predict(mlp, cube.assign_attrs({"geosdm:config": config}), tile_shape=TILE)
+    assert out.attrs["geosdm:period"] == "2023-06-01T00:00:00Z/2024-12-31T23:59:59Z"
+
+
+def test_zarr_layers_decode_to_float32(store: str) -> None:
+    probs = open_predictions(store).probability
+    assert probs.dtype == np.float32 and probs.encoding["dtype"] == np.uint8
+    plain = xr.open_zarr(store).probability  # xarray's own decoding: float64 (JSON scale_factor), same values
+    np.testing.assert_array_equal(probs.values, plain.values.astype(np.float32))
 
 
 def test_cli_run_writes_zarr_cogs_and_stac(model_dir: str, cube_path: str, tmp_path: Path) -> None:

@@ -320,7 +320,8 @@ def open_layers(path: str | PathLike[str], *, storage_options: dict[str, Any] | 
                 decode: bool = True) -> xr.Dataset:
     """Open a store written by :func:`write_layers` lazily, one Dask chunk per shard (all layers of a tile).
 
-    ``decode=False`` keeps packed uint8 values (no scaling, no NaN for 255).
+    ``decode=False`` keeps packed uint8 values (no scaling, no NaN for 255). Decoded uint8 layers are float32
+    (plain ``xr.open_zarr`` gives float64: xarray picks the float type from the JSON ``scale_factor``).
 
     Example
     -------
@@ -330,5 +331,11 @@ def open_layers(path: str | PathLike[str], *, storage_options: dict[str, Any] | 
     ty, tx = ds.attrs.get("geosdm:tile_shape") or (ds.sizes["y"], ds.sizes["x"])
     chunks = {str(d): -1 for d in ds.dims if d not in ("y", "x")} | {"y": int(ty), "x": int(tx)}
     with quiet_zarr():
-        return xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, mask_and_scale=decode,
-                            chunks=chunks)
+        out = xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, mask_and_scale=decode,
+                           chunks=chunks)
+    if decode:  # packed uint8 decodes to float64 in xarray (its CF rule: the JSON scale_factor is a Python float);
+        for name, var in out.data_vars.items():  # float32 holds every value of raw * 0.004 (8 bits)
+            if var.dtype == np.float64 and var.encoding.get("dtype") == np.uint8:
+                out[name] = var.astype(np.float32)
+                out[name].encoding = dict(var.encoding)  # how it is stored: still uint8, scaled
+    return out

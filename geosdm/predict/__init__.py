@@ -6,7 +6,8 @@ Typical use::
     out = predict(model, "cube.zarr", area=400.0)             # lazy (species, y, x) Dataset
     write_predictions(model, "cube.zarr", "prob.zarr")        # resumable uint8 Zarr v3, one shard per tile
     cogs = export_cogs("prob.zarr", "cogs/")                  # per-species + multi-band COGs with overviews
-    write_stac("prob.zarr", cogs, "stac/", collection_id="sdm")
+    write_stac("prob.zarr", cogs, "stac/", collection_id="sdm")  # relative hrefs: the folder can move
+    items = read_items("stac/")                               # for odc.stac.load / stackstac.stack
 
 or, for a whole step, :func:`run_prediction` with a :class:`PredictConfig`. Importing this package does not
 import torch; the model does when loaded.
@@ -18,7 +19,14 @@ from geosdm.predict._model import model_fingerprint
 from geosdm.predict.cog import CogOutput, export_cogs
 from geosdm.predict.lazy import predict
 from geosdm.predict.run import PredictConfig, PredictionReport, run_prediction
-from geosdm.predict.stac import StacOutput, prediction_collection, prediction_item, write_stac
+from geosdm.predict.stac import (
+    StacOutput,
+    covariate_period,
+    prediction_collection,
+    prediction_item,
+    read_items,
+    write_stac,
+)
 from geosdm.predict.write import WriteReport, encode_probability, open_predictions, write_predictions
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "PredictionReport",
     "StacOutput",
     "WriteReport",
+    "covariate_period",
     "encode_probability",
     "export_cogs",
     "model_fingerprint",
@@ -34,6 +43,7 @@ __all__ = [
     "predict",
     "prediction_collection",
     "prediction_item",
+    "read_items",
     "run_prediction",
     "write_predictions",
     "write_stac",

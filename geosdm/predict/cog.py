@@ -5,8 +5,13 @@ window in memory at a time), then GDAL's COG driver translates it (overviews, ti
 temporary name that is renamed (local) or uploaded (object store: one PUT, or a multipart upload that S3 shows
 only once completed, see :func:`upload_file`) only when complete, so readers never see a partial file. uint8
 COGs carry the store's scale/offset and nodata 255 in their band metadata, band descriptions are the layer
-labels (species, edge or variable names). Valid per rio-cogeo (checked for local outputs). A store that lacks
-shards its writer wrote (markers list them) is refused rather than exported with nodata holes.
+labels (species, edge or variable names), and tags say what a value is (:func:`value_tags`: unit, area of the
+probability, calibration, model, decoding, interval method). Multi-band COGs are band-interleaved (each tile
+holds one band), so reading one species reads and decompresses that band only: GDAL 3.10's COG driver writes
+pixel interleaving only, so they are written by the GTiff driver with ``COPY_SRC_OVERVIEWS`` (tiled, internal
+overviews before the data, valid per rio-cogeo; GDAL >= 3.11 uses the COG driver's ``INTERLEAVE=BAND``). Valid
+per rio-cogeo (checked for local outputs). A store that lacks shards its writer wrote (markers list them) is
+refused rather than exported with nodata holes.
 
 ``odc.geo.cog.save_cog_with_dask`` would skip the scratch file but needs ``tifffile`` (not installed) and
 cannot write band scale/offset; hence tiles-then-translate (docs/architecture.md).
@@ -30,7 +35,7 @@ import numpy as np
 from geosdm.errors import DataSourceError, InputError, MissingVariableError
 from geosdm.io._tasks import connect, run_tasks
 
-__all__ = ["CogOutput", "export_cogs", "cog_name", "upload_file"]
+__all__ = ["CogOutput", "export_cogs", "cog_name", "upload_file", "value_tags"]
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +165,80 @@ def upload_file(local: str, dst: str, storage_options: dict[str, Any] | None = N
         ) from exc
 
 
+def value_tags(attrs: dict[str, Any], var_attrs: dict[str, Any], variable: str, *, scale: float, offset: float,
+               nodata: float, packed: bool) -> dict[str, str]:
+    """What a value of ``variable`` is, from the layer store's attributes: COG tags (``geosdm_*``) and the
+    STAC Item's ``geosdm:*`` properties say the same.
+
+    Keys: ``units``, ``long_name``, ``geosdm_variable``, ``geosdm_decode`` (how a stored value becomes the
+    quantity), ``geosdm_area_m2`` (the area a probability refers to), ``geosdm_calibration``,
+    ``geosdm_model``/``geosdm_model_hash``, and for uncertainty layers ``geosdm_intervals``.
+    """
+    model = attrs.get("geosdm:model") or {}
+    config = attrs.get("geosdm:config") or {}
+    net = model.get("network") or {}
+    area = var_attrs.get("geosdm:area_m2", config.get("area_m2", attrs.get("geosdm:area_m2")))
+    tags = {
+        "units": str(var_attrs.get("units", "1")),
+        "long_name": str(var_attrs.get("long_name", variable)),
+        "geosdm_variable": variable,
+        "geosdm_decode": (f"value = raw * {scale:g} + {offset:g}; raw {nodata:g} = nodata" if packed
+                          else "value as stored; NaN = nodata"),
+        "geosdm_model_hash": str(attrs.get("geosdm:model_hash", "")),
+    }
+    if area is not None:
+        tags["geosdm_area_m2"] = f"{float(area):g}"
+    calibration = attrs.get("geosdm:calibration", config.get("calibration"))
+    if calibration is not None:
+        tags["geosdm_calibration"] = str(calibration)
+    if model:
+        what = net.get("name") if isinstance(net, dict) else net
+        tags["geosdm_model"] = " ".join(str(v) for v in (model.get("class"), what, model.get("loss"),
+                                                          model.get("link")) if v)
+    intervals = attrs.get("geosdm:intervals", config.get("intervals"))
+    if intervals is not None:
+        tags["geosdm_intervals"] = str(intervals)
+    return tags
+
+
+def _overview_levels(shape: tuple[int, int], blocksize: int) -> list[int]:
+    """Decimation factors as GDAL's COG driver picks with ``OVERVIEWS=AUTO``: halve until one tile holds it."""
+    levels, f = [], 2
+    while max(shape) > blocksize:
+        levels.append(f)
+        if max(-(-shape[0] // f), -(-shape[1] // f)) <= blocksize:
+            break
+        f *= 2
+    return levels
+
+
+def _translate(tiles: str, dst: str, count: int, dtype: str, *, blocksize: int, resampling: str,
+               compress: str) -> None:
+    """Tiled GeoTIFF ``tiles`` -> COG ``dst``: GDAL's COG driver for one band; for several, band-interleaved."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.env import GDALVersion
+    from rasterio.shutil import copy as gdal_copy
+
+    if count == 1 or GDALVersion.runtime().at_least("3.11"):
+        extra = {"INTERLEAVE": "BAND"} if count > 1 else {}
+        gdal_copy(tiles, dst, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=blocksize, PREDICTOR="YES",
+                  OVERVIEW_RESAMPLING=resampling.upper(), OVERVIEWS="AUTO", BIGTIFF="IF_SAFER", **extra)
+        return
+    with rasterio.open(tiles, "r+") as ds:  # the overviews inside the scratch file, then copied before the data
+        levels = _overview_levels(ds.shape, blocksize)
+        if levels:
+            with rasterio.Env(COMPRESS_OVERVIEW="ZSTD"):
+                ds.build_overviews(levels, Resampling[resampling.lower()])
+    gdal_copy(tiles, dst, driver="GTiff", COPY_SRC_OVERVIEWS="YES", TILED="YES", BLOCKXSIZE=blocksize,
+              BLOCKYSIZE=blocksize, COMPRESS=compress.upper(), PREDICTOR=3 if dtype.startswith("float") else 2,
+              INTERLEAVE="BAND", BIGTIFF="IF_SAFER")
+
+
 def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, bands: Sequence[int], dst: str,
                multiband: bool, *, blocksize: int, resampling: str, compress: str, scratch: str | None) -> CogOutput:
     import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
     import rasterio
-    from rasterio.shutil import copy as gdal_copy
     from rasterio.windows import Window
 
     ds = _open_raw(src, storage_options)
@@ -196,16 +270,20 @@ def _write_cog(src: str, storage_options: dict[str, Any] | None, variable: str, 
                         out.write(block, window=Window(x0, y0, w, h))
                 out.descriptions = labels
                 out.scales, out.offsets = (scale,) * len(bands), (offset,) * len(bands)
-                out.update_tags(geosdm_model_hash=str(ds.attrs.get("geosdm:model_hash", "")), geosdm_variable=variable,
-                                units=str(var.attrs.get("units", "1")))
+                tags = value_tags(dict(ds.attrs), dict(var.attrs), variable, scale=scale, offset=offset,
+                                  nodata=nodata, packed=packed)
+                out.update_tags(**tags)
+                for i, label in enumerate(labels, start=1):
+                    out.update_tags(i, **{f"geosdm_{dim or 'layer'}": label})
+                    out.set_band_unit(i, tags["units"])
             remote = "://" in dst
             final_dir = work if remote else os.path.dirname(os.path.abspath(dst))
             if not remote:
                 remove_orphan_partials(final_dir, os.path.basename(dst))
             tmp = os.path.join(final_dir, f".{os.path.basename(dst)}{_partial_suffix()}")
             try:
-                gdal_copy(tiles, tmp, driver="COG", COMPRESS=compress.upper(), BLOCKSIZE=blocksize, PREDICTOR="YES",
-                          OVERVIEW_RESAMPLING=resampling.upper(), OVERVIEWS="AUTO", BIGTIFF="IF_SAFER")
+                _translate(tiles, tmp, len(bands), dtype, blocksize=blocksize, resampling=resampling,
+                           compress=compress)
                 if remote:
                     upload_file(tmp, dst, storage_options)
                 else:

@@ -343,6 +343,11 @@ def predict(
              "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", "")}
     if calibrate:
         attrs["geosdm:calibration"] = m.calibrator_.method  # type: ignore[attr-defined]
+    from geosdm.predict.stac import covariate_period
+
+    period = covariate_period(ds.attrs)
+    if period:
+        attrs["geosdm:period"] = period
     out = xr.Dataset(coords=coords, attrs=attrs)
     if probability:
         if m.link_ == "cloglog" and not m.calibrated_ and not calibrate:

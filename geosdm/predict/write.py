@@ -122,7 +122,12 @@ def write_predictions(
         "geosdm:model_path": str(model) if isinstance(model, (str, PathLike)) else None,
         "geosdm:cube": {"path": str(cube) if not isinstance(cube, xr.Dataset) else None, **cube_id},
         "geosdm:config": config,
+        "geosdm:calibration": ds.attrs.get("geosdm:calibration") or (
+            "none (fitted on presence/absence or count surveys)" if summary["calibrated"]
+            else "none (presence-only: relative)"),
     }
+    if ds.attrs.get("geosdm:period"):  # the covariates' dates, for the STAC Item (not part of the resume identity)
+        attrs["geosdm:period"] = ds.attrs["geosdm:period"]
     ds["probability"].attrs["geosdm:area_m2"] = area_m2
     dtypes: dict[str, Dtype] = {"probability": dtype, "log_intensity": "float16" if dtype == "float16" else "float32"}
     return write_layers(
