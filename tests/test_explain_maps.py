@@ -224,6 +224,10 @@ def test_run_explain_and_cli(mlp: Any, cube_path: str, table: pd.DataFrame, tmp_
     assert report.mess is not None and 0 <= report.extrapolated_fraction <= 1  # type: ignore[operator]
     assert sorted(Path(p).name for p in report.cogs) == ["mess.tif", "plant_01.tif"]
     assert len(report.stac) == 4 and all(Path(p).is_file() for p in report.stac)
+    from tests.fixtures.stac_schemas import validate_stac
+
+    for path in report.stac:  # attribution and MESS Items and Collections, valid offline
+        validate_stac(path)
     assert any("attribution_plant_01" in p for p in report.figures) and all(Path(p).is_file() for p in report.figures)
     saved = json.loads((out / "report.json").read_text())
     assert saved["top_variables"] == report.top_variables

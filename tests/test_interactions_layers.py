@@ -211,6 +211,9 @@ def test_run_interactions_on_the_demo(demo_small: DemoLayout, prediction_store: 
     assert (out / "cogs" / "joint.tif").is_file() and report.cogs[0].valid
     item = json.loads(next((out / "stac").glob("*/*.json")).read_text())
     assert "joint" in item["assets"] and item["properties"]["geosdm:edge"][0] == labels[0]
+    from tests.fixtures.stac_schemas import validate_stac_tree
+
+    assert len(validate_stac_tree(out / "stac")) == 2  # the Item and its Collection, valid offline
     assoc = json.loads((out / "associations.json").read_text())
     assert assoc["source"] == "surveys" and len(assoc["leakage"]) == 26
     assert json.loads((out / "network.json").read_text())["match"]["edges_kept"] == 41
