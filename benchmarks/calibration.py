@@ -109,12 +109,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "oracle_inputs": "built" not in runs}
     for key in ("ece_calibrated", "ece_uncalibrated", "interval_coverage_90", "interval_width_90", "mae_calibrated",
                 "interval_width_over_mae", "interval_coverage_90_samples", "interval_width_over_mae_bound",
+                "interaction_interval_coverage_90", "interaction_interval_width_90",
                 "auc_occurrence_calibrated", "method"):
         out[key] = head[key]
         out.update({f"{key}_{name}": r[key] for name, r in runs.items()})
     out["goal_ece_met"] = head["goal_ece_met"]
     out["goal_interval_coverage_met"] = head["goal_interval_coverage_met"]
     out["goal_interval_width_met"] = head["goal_interval_width_met"]
+    cov_i = head.get("interaction_interval_coverage_90")
+    out["goal_interaction_interval_coverage_met"] = None if cov_i is None else bool(0.85 <= cov_i <= 0.95)
     out["error_model"] = head["error_model"]
     out["runs"] = runs
     out["seconds_total"] = round(time.perf_counter() - t_start, 1)
@@ -188,6 +191,11 @@ def _run(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argparse
                                       intervals="samples").load()
     samples_eval = compare_with_truth(unc_samples["mean"], truth, uncertainty=unc_samples)
     bound = _binned_interval_bound(unc["mean"], truth)
+    from interactions import demo_interaction_truth, interaction_intervals  # the interactions benchmark's scoring
+
+    truth_i, net, labels, surveys = demo_interaction_truth(layout)
+    mean = unc["mean"].chunk({"species": -1, "y": 200, "x": 200})
+    inter = interaction_intervals(mean, net, surveys, truth_i, labels, cal.error) if cal.error is not None else {}
     held_eval = evaluate_held_out(held, calibration=method, top_k=(1, 5, 10, 25))
     headline = held_eval.headline()
     held_by_method = {m: (headline if m == method else evaluate_held_out(held, calibration=m, top_k=(5,))
@@ -231,7 +239,11 @@ def _run(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argparse
         "interval_coverage_90_samples": samples_eval.pooled["coverage_90"],
         "interval_width_90_samples": samples_eval.pooled["interval_width"],
         "interval_width_over_mae_bound": bound,
-        "error_model": cal.error.to_dict() if cal.error is not None else None,
+        "error_model": ({**{k: v for k, v in cal.error.to_dict().items() if k != "correlation"},
+                         "correlation_pooled": cal.error.correlation_pooled} if cal.error is not None else None),
+        "interaction_interval_coverage_90": inter.get("correlated", {}).get("coverage_90"),
+        "interaction_interval_width_90": inter.get("correlated", {}).get("width_90"),
+        "interaction_intervals": inter,
         "goal_interval_coverage_met": bool(0.85 <= unc_eval.pooled["coverage_90"] <= 0.95),
         "goal_interval_width_met": bool(unc_eval.pooled["interval_width"] <= 2 * unc_eval.pooled["mae"]),
         "ensemble_members": int(model.network_spec_.get("n_members", 1)),

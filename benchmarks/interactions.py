@@ -253,16 +253,27 @@ def _evaluate(prob: xr.DataArray, net: Any, surveys: pd.DataFrame, truth: xr.Dat
     return res, assoc
 
 
-def _interaction_intervals(prob: xr.DataArray, net: Any, surveys: pd.DataFrame, truth: xr.Dataset,
-                           labels: list[str], model_dir: Path, n_samples: int = 32) -> dict[str, Any]:
-    """Coverage and width of the 90 % intervals of the joint and regulation layers (no truth used to fit them)."""
+def demo_interaction_truth(layout: DemoLayout) -> tuple[xr.Dataset, Any, list[str], pd.DataFrame]:
+    """The demo's truth (marginals, suitability, joint per edge), its network, edge labels and surveys."""
+    truth = xr.open_zarr(layout.truth_zarr)
+    truth = truth[["probability", "suitability", "joint"]].assign_coords(
+        species=[str(s) for s in truth["species"].values]).load()
+    net = read_network(layout.edges_csv, layout.nodes_csv)
+    edge_index = pd.read_csv(layout.edges_csv)
+    labels = [f"{s}->{t}" for s, t in zip(truth["edge_source"].values, truth["edge_target"].values)]
+    kinds = dict(zip(edge_index["source"] + "->" + edge_index["target"], edge_index["interaction"]))
+    truth = truth.assign_coords(edge_interaction=("edge", [kinds[lbl] for lbl in labels]))
+    return truth, net, labels, read_records(layout.surveys_parquet)
+
+
+def interaction_intervals(prob: xr.DataArray, net: Any, surveys: pd.DataFrame, truth: xr.Dataset,
+                          labels: list[str], error: Any, n_samples: int = 32) -> dict[str, Any]:
+    """Coverage and width of the 90 % intervals of the joint and regulation layers (no truth used to fit them):
+    ``error`` is the calibrated model's interval model (``calibrator_.error``)."""
     from geosdm.interactions import association_samples, interaction_uncertainty
-    from geosdm.models import load_model
 
     t0 = time.perf_counter()
     match = match_species(net, [str(s) for s in prob["species"].values])
-    model = load_model(model_dir)
-    error = model.calibrator_.error  # type: ignore[union-attr]
     if error is None:
         return {"error": "the calibrated model has no interval model"}
     sets = association_samples(match.network, survey_matrix(surveys), prob, n=n_samples, seed=0)
@@ -309,15 +320,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
     layout = _demo(args)
-    truth = xr.open_zarr(layout.truth_zarr)
-    truth = truth[["probability", "suitability", "joint"]].assign_coords(
-        species=[str(s) for s in truth["species"].values]).load()
-    net = read_network(layout.edges_csv, layout.nodes_csv)
-    edge_index = pd.read_csv(layout.edges_csv)
-    labels = [f"{s}->{t}" for s, t in zip(truth["edge_source"].values, truth["edge_target"].values)]
-    kinds = dict(zip(edge_index["source"] + "->" + edge_index["target"], edge_index["interaction"]))
-    truth = truth.assign_coords(edge_interaction=("edge", [kinds[lbl] for lbl in labels]))
-    surveys = read_records(layout.surveys_parquet)
+    truth, net, labels, surveys = demo_interaction_truth(layout)
     print(f"demo {layout.root} ({layout.region()['preset']}): {len(labels)} edges, "
           f"{survey_matrix(surveys).visits.shape[0]} survey plots", flush=True)
 
@@ -370,8 +373,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = headline.removesuffix("_calibrated")
         cal_dir = _model_dir(layout, base, candidates[base])  # type: ignore[arg-type]
         fitted_h, _ = store_layers  # type: ignore[misc]
-        intervals = _interaction_intervals(fitted_h, net, surveys, truth, labels,
-                                           cal_dir.with_name(cal_dir.name + "-calibrated"))
+        from geosdm.models import load_model
+
+        calibrated = load_model(cal_dir.with_name(cal_dir.name + "-calibrated"))
+        intervals = interaction_intervals(fitted_h, net, surveys, truth, labels, calibrated.calibrator_.error)  # type: ignore[union-attr]
 
     from geosdm.io import write_layers
 
