@@ -457,6 +457,18 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
                 "Pest regulation potential", text="Probability that at least one natural enemy of the pest is "
                                                   "present, under the co-occurrence model fitted on the surveys.",
                 figures=layer_maps(reg, pick), captions=pick))
+            unc_path = Path(config.interactions.output) / "uncertainty.zarr"
+            if unc_path.exists():
+                width = open_layers(str(unc_path)).get("enemy_any_width")
+                shown = [p for p in pick if width is not None and p in set(map(str, width[dim].values))]
+                if shown:
+                    sections.append(Section(
+                        "Where the regulation maps are unsure",
+                        text="Width of the 90 % interval of the probability that a natural enemy is present, from "
+                             "joint samples of the species maps (their interval model and error correlation) and of "
+                             f"the co-occurrence fit (survey bootstraps). Layers *_mean, *_sd, *_q05, *_q95 in {unc_path}.",
+                        figures=layer_maps(width, shown, cmap="magma", vmax=None, label="90 % interval width"),
+                        captions=shown))
     for name in ("evaluate", "evaluate_map", "explain", "interactions"):
         cfg = getattr(config, name, None)
         if cfg is not None and getattr(cfg, "output", None):

@@ -68,6 +68,7 @@ def test_demo_pipeline_end_to_end(tmp_path: Path) -> None:
     report = (out / "report.html").read_text()
     assert "Predicted presence probability" in report and report.count("data:image/png;base64,") >= 6
     assert "Pest regulation potential" in report and "Where the maps are unsure" in report
+    assert "Where the regulation maps are unsure" in report
     assert "Evaluate" in report and "Explain" in report
     summary = json.loads((out / "evaluation" / "summary.json").read_text())
     assert summary and list((out / "evaluation").glob("reliability*.png"))
