@@ -26,14 +26,15 @@ from geosdm.explain.run import ExplainConfig
 from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
 from geosdm.records.inputs import RecordsInput
+from geosdm.scenarios.config import ScenariosConfig
 from geosdm.errors import InputError
 
 __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", "pipeline_dirs", "find_pipeline"]
 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
-STEPS = ("demo", "serve", "search", "cube", "records", "train", "evaluate", "predict", "evaluate_map", "explain",
-         "interactions", "report")
+STEPS = ("demo", "serve", "search", "cube", "scenarios", "records", "train", "evaluate", "predict", "evaluate_map",
+         "explain", "interactions", "report")
 
 
 class _Frozen(BaseModel):
@@ -111,6 +112,7 @@ class PipelineConfig(_Frozen):
     serve: ServeStep | None = None
     search: SearchStep | None = None
     cube: CubeConfig | None = None
+    scenarios: ScenariosConfig | None = None  # scenario cubes on the cube's grid (docs/scenarios.md)
     records: RecordsStep | None = None
     train: TrainConfig | None = None
     evaluate: EvaluateConfig | None = None
@@ -192,6 +194,8 @@ def run_pipeline(
                 result.outputs["search"] = _run_search(config, served, emit)
             elif step == "cube":
                 result.outputs["cube"] = _run_cube(config.cube, served, emit, progress, client)  # type: ignore[arg-type]
+            elif step == "scenarios":
+                result.outputs["scenarios"] = _run_scenarios(config, served, emit, progress, client)
             elif step == "records":
                 result.outputs["records"] = _run_records(config, emit)
             elif step == "train":
@@ -272,6 +276,25 @@ def _run_cube(cube: CubeConfig, served: Any, emit: Event, progress: bool, client
                  f"({report.n_skipped} resumed) in {report.seconds:.1f} s; items used {report.items}; "
                  f"failed items {report.failures or 'none'}", {"report": report})
     return report
+
+
+def _run_scenarios(config: PipelineConfig, served: Any, emit: Event, progress: bool, client: Any | None,
+                   names: list[str] | None = None) -> Any:
+    from geosdm.scenarios import build_scenarios
+
+    step = config.scenarios
+    assert step is not None
+    baseline = step.baseline or (config.cube.output.path if config.cube else None)
+    if baseline is None:
+        raise InputError("the scenarios step needs `scenarios.baseline` (a cube path) or a cube step")
+    emit("scenarios", f"building {len(names or step.futures)} scenario(s) on {baseline} -> {step.output}", {})
+    reports = build_scenarios(step, baseline=baseline, names=names, client=client, progress=progress,
+                              source_url=served.stac_url if served is not None else None)
+    for name, r in reports.items():
+        emit("scenarios", f"scenario {name} ({r.period}) {r.path}: {len(r.variables)} covariates replaced "
+                          f"({', '.join(f'{s}: {len(v)}' for s, v in r.sources.items())}) over {r.n_tiles} tiles "
+                          f"({r.n_skipped} resumed) in {r.seconds:.1f} s", {"report": r})
+    return reports
 
 
 def _run_records(config: PipelineConfig, emit: Event) -> Any:

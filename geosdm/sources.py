@@ -51,9 +51,11 @@ __all__ = [
     "MaskConfig",
     "HarmonizeConfig",
     "CompositeConfig",
+    "ParameterConfig",
     "SourceConfig",
     "load_source",
     "parse_source",
+    "fill_parameters",
     "catalog_dirs",
     "available_sources",
     "substitute_env",
@@ -334,6 +336,38 @@ class CompositeConfig(_Frozen):
         return (*self.statistics, *(f"q{round(q * 100):02d}" for q in self.quantiles))
 
 
+class ParameterConfig(_Frozen):
+    """One parameter of a parameterised source (a CMIP6 source's GCM, SSP, period, resolution).
+
+    Templates ``{name}`` (the value as given), ``{name|lower}`` and ``{name|upper}`` in any string of the
+    definition (hrefs, URLs, titles) are filled by :func:`load_source` (``parameters=``), before validation.
+    ``values`` lists the allowed values (None: any value matching ``pattern``); ``default`` is used when the
+    caller gives none (required when ``default`` is None).
+    """
+
+    description: str = ""
+    values: tuple[str, ...] | None = None
+    pattern: str | None = None
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParameterConfig:
+        if self.values is not None and not self.values:
+            raise ValueError("`values` is empty; list the allowed values or drop the key (any value)")
+        if self.default is not None:
+            self.validate_value(self.default, "default")
+        return self
+
+    def validate_value(self, value: str, name: str) -> str:
+        """``value`` as a string if allowed, else ``ValueError`` naming the allowed values."""
+        v = str(value)
+        if self.values is not None and v not in self.values:
+            raise ValueError(f"parameter {name!r} = {v!r} is not one of {list(self.values)}")
+        if self.pattern is not None and not re.fullmatch(self.pattern, v):
+            raise ValueError(f"parameter {name!r} = {v!r} does not match {self.pattern!r}")
+        return v
+
+
 class SourceConfig(_Frozen):
     """One data source: where Items come from and how to read, mask and aggregate their assets.
 
@@ -370,6 +404,9 @@ class SourceConfig(_Frozen):
     mask: MaskConfig | None = None
     harmonize: HarmonizeConfig | None = None
     composite: CompositeConfig | None = None
+    parameters: FrozenMap[str, ParameterConfig] = Field(default_factory=FrozenDict)
+    #: the values the templates were filled with (set by :func:`load_source`; part of the hash / fingerprint)
+    parameter_values: FrozenMap[str, str] = Field(default_factory=FrozenDict)
 
     @model_validator(mode="before")
     @classmethod
@@ -433,6 +470,11 @@ class SourceConfig(_Frozen):
             raise ValueError("`crs`, `format` and `storage_options` belong to `kind: raster`/`dataset` sources")
         if self.kind == "static" and not self.url:
             raise ValueError("kind static needs `url:` (path or URL of the static catalog.json)")
+        for k in self.parameters:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", k):
+                raise ValueError(f"parameter name {k!r} must be lowercase letters, digits, _ (it is a template)")
+        if unknown := sorted(set(self.parameter_values) - set(self.parameters)):
+            raise ValueError(f"parameter_values {unknown} are not declared in `parameters` {sorted(self.parameters)}")
         return self
 
     def band_name(self, asset: str) -> str:
@@ -540,6 +582,73 @@ def _format_errors(err: ValidationError, origin: str) -> str:
     )  # fmt: skip
 
 
+_TEMPLATE = re.compile(r"\{([a-z][a-z0-9_]*)(?:\|(lower|upper))?\}")
+
+
+def fill_parameters(raw: Mapping[str, Any], values: Mapping[str, Any] | None = None, *,
+                    origin: str = "<dict>") -> dict[str, Any]:
+    """A source definition (raw mapping) with its ``{name}`` templates filled from ``values`` and defaults.
+
+    Only definitions that declare ``parameters:`` are touched (other strings may hold braces). The filled
+    values are recorded under ``parameter_values``.
+
+    Raises
+    ------
+    InputError
+        An unknown parameter, a value not allowed (the message lists the allowed ones), a required parameter
+        not given, or a template naming an undeclared parameter.
+
+    Examples
+    --------
+    >>> raw = {"parameters": {"gcm": {"values": ["MPI-ESM1-2-HR"], "default": "MPI-ESM1-2-HR"}},
+    ...        "title": "{gcm} / {gcm|lower}"}
+    >>> fill_parameters(raw)["title"]
+    'MPI-ESM1-2-HR / mpi-esm1-2-hr'
+    """
+    declared = raw.get("parameters") or {}
+    given = {str(k): v for k, v in dict(values or {}).items()}
+    if not declared:
+        if given:
+            raise InputError(f"{origin} declares no `parameters:`; it takes none, got {sorted(given)}")
+        return dict(raw)
+    if unknown := sorted(set(given) - set(declared)):
+        raise InputError(f"{origin}: unknown parameters {unknown}; this source takes {sorted(declared)}")
+    filled: dict[str, str] = {}
+    for name, spec_raw in declared.items():
+        try:
+            spec = ParameterConfig.model_validate(spec_raw)
+        except ValidationError as err:
+            raise InputError(_format_errors(err, f"{origin} (parameter {name!r})")) from None
+        value = given.get(name, spec.default)
+        if value is None:
+            raise InputError(f"{origin}: parameter {name!r} is required; give it (parameters={{{name!r}: ...}})"
+                             + (f", one of {list(spec.values)}" if spec.values else ""))
+        try:
+            filled[name] = spec.validate_value(value, name)
+        except ValueError as err:
+            raise InputError(f"{origin}: {err}; {spec.description or 'see the definition'}") from None
+
+    def sub(v: Any, where: str) -> Any:
+        if isinstance(v, str):
+            def repl(m: re.Match[str]) -> str:
+                name, how = m.group(1), m.group(2)
+                if name not in filled:
+                    raise InputError(f"{origin}: `{where}` uses template {{{name}}}, which is not a declared "
+                                     f"parameter {sorted(filled)}; declare it under `parameters:`")
+                out = filled[name]
+                return out.lower() if how == "lower" else out.upper() if how == "upper" else out
+            return _TEMPLATE.sub(repl, v)
+        if isinstance(v, Mapping):
+            return {k: sub(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [sub(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    out = {k: (v if k == "parameters" else sub(v, k)) for k, v in raw.items()}
+    out["parameter_values"] = filled
+    return out
+
+
 def parse_source(data: Mapping[str, Any], *, origin: str = "<dict>") -> SourceConfig:
     """Validate an already-loaded mapping (e.g. a block of a pipeline YAML) into a :class:`SourceConfig`.
 
@@ -560,6 +669,7 @@ def load_source(
     url: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    parameters: Mapping[str, Any] | None = None,
 ) -> SourceConfig:
     """Read, substitute and validate one source definition.
 
@@ -573,6 +683,10 @@ def load_source(
         Nested values merged over the file before validation, e.g. ``{"max_cloud": 30}``.
     env
         Variables for ``${VAR}`` placeholders (default: ``os.environ``).
+    parameters
+        Values of a parameterised source's ``parameters`` (e.g. ``{"gcm": "MPI-ESM1-2-HR", "ssp": "ssp585",
+        "period": "2041-2070"}`` for ``chelsa-cmip6-bioclim``); the rest take their defaults
+        (:func:`fill_parameters`).
 
     Returns
     -------
@@ -601,4 +715,5 @@ def load_source(
         raw = _deep_merge(raw, overrides)
     if url is not None:
         raw["url"] = url
+    raw = fill_parameters(raw, parameters, origin=origin)
     return parse_source(substitute_env(raw, env, origin=origin), origin=origin)

@@ -51,10 +51,12 @@ def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True,
 
 def _register() -> None:
     """Attach sub-command groups; each module owns one group."""
-    from geosdm.cli import _cube, _demo, _evaluate, _explain, _interactions, _plan, _predict, _records, _run, _serve, _train
+    from geosdm.cli import (_cube, _demo, _evaluate, _explain, _interactions, _plan, _predict, _records, _run, _scenario,
+                            _serve, _train)
 
     app.add_typer(_demo.app, name="demo")
     app.add_typer(_cube.app, name="cube")
+    app.add_typer(_scenario.app, name="scenario")
     app.add_typer(_records.app, name="records")
     app.add_typer(_train.app, name="train")
     app.add_typer(_predict.app, name="predict")

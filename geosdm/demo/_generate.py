@@ -121,6 +121,11 @@ def generate(out: str | PathLike[str], *, preset: str = "small", seed: int = 0, 
     po.to_csv(layout.presence_only_csv, index=False)
     surveys.to_parquet(layout.surveys_parquet, index=False)
     _write_network(layout, species, edges)
+    from geosdm.demo._scenarios import make_scenarios
+
+    scenarios = make_scenarios(layout, preset=p, world=world, climate=climate, target=target, crop=crop, factor=factor,
+                               cov=cov, species=species, prob=prob, edges=edges,
+                               rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(8,))))
     s2_dates = [it.datetime.isoformat() for it in items["sentinel-2-l2a"] if it.properties["s2:mgrs_tile"].startswith("30")]
     region = {
         "preset": p.name,
@@ -144,6 +149,7 @@ def generate(out: str | PathLike[str], *, preset: str = "small", seed: int = 0, 
         "landcover_classes": {str(k): v for k, v in LANDCOVER_CLASSES.items()},
         "towns": [list(t) for t in world.towns],
         "driver_pool": pool.to_dict(),
+        "scenarios": scenarios,
     }
     layout.region_json.write_text(json.dumps(region, indent=2))
     tmp.rename(final)

@@ -105,5 +105,22 @@ class DemoLayout:
         """The virtual species: role, prevalence, response functions (the known drivers)."""
         return self.truth / "species.json"
 
+    @property
+    def scenarios(self) -> Path:
+        """Scenario inputs (read by the scenario sources, not truth): ``cmip6/<GCM>/<ssp>/demo_bioc_*.tif``
+        (19-band bioclim), ``projection/demo_monthly_*.nc`` (monthly NetCDF), ``landuse/landcover_<year>.tif``."""
+        return self.root / "scenarios"
+
+    @property
+    def scenarios_truth_zarr(self) -> Path:
+        """The scenarios' truth on the target grid: future covariates ``(scenario, y, x)``, ``probability``
+        ``(scenario, species, y, x)``, ``joint`` ``(scenario, edge, y, x)`` (scoring only)."""
+        return self.truth / "scenarios.zarr"
+
+    @property
+    def scenarios_json(self) -> Path:
+        """Per scenario: period, SSP, changes, replaced covariates, per-species prevalence and centroid shift."""
+        return self.truth / "scenarios.json"
+
     def region(self) -> dict[str, Any]:
         return json.loads(self.region_json.read_text())
