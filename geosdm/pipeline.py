@@ -89,12 +89,25 @@ class RecordsStep(_Frozen):
     effort: EffortStep | None = None  # also write the records' target-group density (an observer-bias layer)
 
 
+class BinaryMaps(_Frozen):
+    """Binary presence maps in the report: the threshold rule (geosdm.evaluate's rules on the map's values at
+    the training records, see geosdm.report.sections.binary_thresholds) or a fixed ``value``."""
+
+    rule: Literal["max_tss", "p10_training_presence", "fixed"] = "max_tss"
+    value: float | None = Field(default=None, ge=0, le=1, description="The threshold of rule 'fixed'.")
+
+
 class ReportStep(_Frozen):
     """The run's HTML report: the run log, maps of a few species, and each later step's figures and summary."""
 
     output: str
     title: str = "geosdm run"
     n_maps: int = Field(default=6, ge=0, description="Species probability maps shown (spread over the species).")
+    color_scale: Literal["per_map", "fixed"] = Field(
+        default="per_map", description="'per_map': each map's colours span its own range (a rare species is not "
+                                       "drawn empty); 'fixed': one 0-1 probability scale for every map.")
+    binary: BinaryMaps | None = Field(default=None, description="Also draw binary presence maps of the mapped species.")
+    odmap: bool = Field(default=True, description="ODMAP protocol table in the report and odmap.csv beside it.")
 
 
 class PlanHints(_Frozen):
@@ -404,8 +417,9 @@ def _run_interactions(cfg: InteractionsConfig, emit: Event, progress: bool, clie
     return report
 
 
-def _step_sections(title: str, folder: Path) -> list[Any]:
-    """A report section from a step's output folder: its ``summary.json`` scalars and its PNG figures."""
+def _step_sections(title: str, folder: Path, skip: Sequence[str] = ()) -> list[Any]:
+    """A report section from a step's output folder: its ``summary.json`` scalars and its PNG figures (but
+    ``skip``, file names drawn elsewhere in the report)."""
     import json
 
     import pandas as pd
@@ -422,7 +436,7 @@ def _step_sections(title: str, folder: Path) -> list[Any]:
         if flat:
             tables.append(pd.DataFrame({"value": [str(v) for v in flat.values()]}, index=list(flat)))
             names.append("summary")
-    figures = sorted(folder.glob("*.png"))
+    figures = sorted(f for f in folder.glob("*.png") if f.name not in set(skip))
     if not (tables or figures):
         return []
     return [Section(title, figures=figures, captions=[f.stem.replace("_", " ") for f in figures], tables=tables,
@@ -450,10 +464,17 @@ def _uncertainty_section(path: str, pick: Sequence[str]) -> Any:
 
 def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> Any:
     from geosdm.report import Section, layer_maps, write_report
+    from geosdm.report.sections import binary_section, binary_thresholds, mess_section, nodata_text
 
     step = config.report
     assert step is not None
     sections = [Section("Run", text=list(log_lines))]
+    scale = {"vmin": 0.0, "vmax": 1.0} if step.color_scale == "fixed" else {}
+    scale_text = ("All maps share one 0-1 colour scale." if scale else
+                  "Each map's colours span that map's own range (0 to its 99.5th percentile, in its colour bar), so "
+                  "a rare species is not drawn empty; the report step's `color_scale: fixed` draws them on one "
+                  "0-1 scale.")
+    threshold_text = None
     if config.predict is not None and step.n_maps:
         from geosdm.predict import open_predictions
 
@@ -461,10 +482,23 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
         names = [str(s) for s in prob["species"].values]
         pick = [names[int(i)] for i in _spread(len(names), step.n_maps)]
         sections.append(Section(
-            "Predicted presence probability", text=f"{len(pick)} of {len(names)} species; the probability cube is "
-                                                  f"{config.predict.zarr_path} (COGs and STAC Items beside it).",
-            figures=layer_maps(prob, pick), captions=pick,
+            "Predicted presence probability",
+            text=[f"{len(pick)} of {len(names)} species ({prob.attrs.get('long_name', 'presence probability')}); "
+                  f"the probability cube is {config.predict.zarr_path} (COGs and STAC Items beside it). Axes in "
+                  f"km of the grid's CRS (named under each map), with a scale bar.", scale_text,
+                  nodata_text(prob.sel(species=pick[0]))],
+            figures=layer_maps(prob, pick, **scale), captions=pick,
         ))
+        if step.binary is not None:
+            table = config.records.output if config.records is not None else getattr(config.train, "table", None)
+            if table is None and step.binary.rule != "fixed":
+                raise InputError("binary maps need the training table (a records or train step) for the threshold "
+                                 "rule; or use `rule: fixed` with `value:`")
+            thresholds = binary_thresholds(prob, table, pick, step.binary.rule, step.binary.value)  # type: ignore[arg-type]
+            sections.append(binary_section(prob, thresholds))
+            finite = thresholds["threshold"].dropna()
+            threshold_text = (f"{thresholds['rule'].iloc[0]} on the map's values at the training records: "
+                              f"{', '.join(f'{s} {v:.3g}' for s, v in finite.items())}")
         if config.predict.uncertainty and Path(config.predict.uncertainty_path).exists():
             sections.append(_uncertainty_section(config.predict.uncertainty_path, pick))
     if config.interactions is not None and step.n_maps:
@@ -479,7 +513,7 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
             sections.append(Section(
                 "Pest regulation potential", text="Probability that at least one natural enemy of the pest is "
                                                   "present, under the co-occurrence model fitted on the surveys.",
-                figures=layer_maps(reg, pick), captions=pick))
+                figures=layer_maps(reg, pick, **scale), captions=pick))
             unc_path = Path(config.interactions.output) / "uncertainty.zarr"
             if unc_path.exists():
                 width = open_layers(str(unc_path)).get("enemy_any_width")
@@ -492,10 +526,22 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
                              f"the co-occurrence fit (survey bootstraps). Layers *_mean, *_sd, *_q05, *_q95 in {unc_path}.",
                         figures=layer_maps(width, shown, cmap="magma", vmax=None, label="90 % interval width"),
                         captions=shown))
+    mess_store = Path(config.explain.output) / "mess.zarr" if config.explain is not None else None
+    if mess_store is not None and mess_store.exists():  # drawn here (readable), not the explain step's PNG
+        sections.append(mess_section(mess_store, config.explain.cube))  # type: ignore[union-attr]
     for name in ("evaluate", "evaluate_map", "explain", "interactions"):
         cfg = getattr(config, name, None)
         if cfg is not None and getattr(cfg, "output", None):
-            sections += _step_sections(name.replace("_", " ").capitalize(), Path(cfg.output))
+            skip = ("mess.png",) if name == "explain" and mess_store is not None and mess_store.exists() else ()
+            sections += _step_sections(name.replace("_", " ").capitalize(), Path(cfg.output), skip)
+    if step.odmap:
+        from geosdm.report.odmap import odmap_table, write_odmap
+        from geosdm.report.sections import odmap_section
+
+        odmap = odmap_table(config, threshold=threshold_text)
+        csv = write_odmap(odmap, Path(step.output).parent / "odmap.csv")
+        sections.append(odmap_section(odmap, csv.name))
+        emit("report", f"ODMAP protocol table {csv}", {"odmap": str(csv)})
     path = write_report(step.output, step.title, sections, subtitle=f"pipeline {config.name!r}")
     emit("report", f"report {path} ({len(sections)} sections)", {"path": str(path)})
     return path

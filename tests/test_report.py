@@ -52,3 +52,15 @@ def test_report_embeds_figures_files_and_tables(tmp_path: Path) -> None:
     assert render_html("x", []).count("<h2>") == 0
     with pytest.raises(InputError, match="at least one Section"):
         write_report(tmp_path / "empty.html", "x", [])
+
+
+def test_layer_map_colours_span_the_map_and_mark_no_data() -> None:
+    rare = (_layers().sel(species="a") * 0.02).where(lambda v: v.x > 50)  # a rare species with a no-data strip
+    fig = layer_map(rare, max_pixels=200)
+    im = fig.axes[0].images[0]
+    assert 0.0 == im.norm.vmin and 0.006 < im.norm.vmax < 0.0067  # its own range (max 0.02 / 3), not an empty 0-1 map
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["no data"]
+    assert fig.axes[0].get_xlabel().startswith("x (km)") and any("km" in t.get_text() or " m" in t.get_text()
+                                                                 for t in fig.axes[0].texts)  # scale bar
+    fixed = layer_map(rare, vmin=0, vmax=1).axes[0].images[0].norm
+    assert (fixed.vmin, fixed.vmax) == (0, 1)

@@ -28,7 +28,7 @@ from geosdm.explain.importance import (
     top_variables,
     variable_groups,
 )
-from geosdm.explain.plots import plot_attribution, plot_importance, plot_mess, plot_response
+from geosdm.explain.plots import covariate_units, plot_attribution, plot_importance, plot_mess, plot_response
 from geosdm.explain.regions import aggregate_regions, point_regions, read_regions, region_raster
 from geosdm.explain.response import response_curves, training_ranges
 from geosdm.explain.run import ExplainConfig, ExplainReport, run_explain
@@ -51,6 +51,7 @@ __all__ = [
     "permutation_importance",
     "plot_attribution",
     "plot_importance",
+    "covariate_units",
     "plot_mess",
     "plot_response",
     "point_regions",

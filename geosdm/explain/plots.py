@@ -14,7 +14,7 @@ import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
 
-__all__ = ["plot_attribution", "plot_importance", "plot_mess", "plot_response"]
+__all__ = ["covariate_units", "plot_attribution", "plot_importance", "plot_mess", "plot_response"]
 
 
 def _plt() -> Any:
@@ -61,10 +61,14 @@ def plot_importance(importance: xr.Dataset, species: str | None = None, *, top: 
 
 
 def plot_response(curves: xr.Dataset, species: str, variables: Sequence[str] | None = None, *, ice: bool = True,
-                  ncols: int = 3, truth: dict[str, np.ndarray] | None = None) -> Any:
+                  ncols: int = 3, truth: dict[str, np.ndarray] | None = None,
+                  units: Mapping[str, str] | None = None) -> Any:
     """Partial dependence (thick) and ICE curves (thin) of one species, training range shaded.
 
     ``truth`` optionally maps a variable to known response values on its grid (drawn dashed, centred).
+    ``units`` maps a variable to its unit (e.g. from the cube's ``units`` attrs, :func:`covariate_units`), shown
+    on its x axis. The y axis says the curves' scale: presence probability (over the area the curves were
+    computed for) or log-intensity.
 
     Example
     -------
@@ -79,6 +83,10 @@ def plot_response(curves: xr.Dataset, species: str, variables: Sequence[str] | N
                              squeeze=False, layout="constrained")
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
+    probability = curves.attrs.get("geosdm:scale", curves["partial_dependence"].attrs.get("units")) == "probability"
+    area = curves.attrs.get("geosdm:area_m2")
+    ylabel = (f"presence probability{f' over {area:g} m²' if area else ''}" if probability
+              else "log-intensity (model scale)")
     for ax, v in zip(axes.ravel(), names):
         c = curves.sel(species=species, variable=v)
         x = c["value"].values
@@ -97,10 +105,27 @@ def plot_response(curves: xr.Dataset, species: str, variables: Sequence[str] | N
         if v in curves.attrs.get("geosdm:categorical", []):
             ax.set_xticks(x[ok], labels, rotation=45, fontsize=7)
         ax.set_title(v, fontsize=9)
+        unit = (units or {}).get(v)
+        if unit and v not in curves.attrs.get("geosdm:categorical", []):
+            ax.set_xlabel("fraction of the cell" if unit == "1" and v.startswith("lc_") else
+                          ("unitless" if unit == "1" else unit), fontsize=7)
+        if probability:
+            ax.set_ylim(bottom=0)
         ax.tick_params(labelsize=7)
-    axes.ravel()[0].set_ylabel(curves["partial_dependence"].attrs.get("units", ""), fontsize=8)
+    for row in axes:
+        row[0].set_ylabel(ylabel, fontsize=8)
     fig.suptitle(species, fontsize=10)
     return fig
+
+
+def covariate_units(cube: xr.Dataset | Mapping[str, Any]) -> dict[str, str]:
+    """``{variable: units}`` from a cube's variable attributes (``units`` as the cube builder writes them)."""
+    out = {}
+    for name, var in (cube.data_vars.items() if isinstance(cube, xr.Dataset) else cube.items()):
+        attrs = getattr(var, "attrs", var if isinstance(var, Mapping) else {})
+        if attrs.get("units") is not None:
+            out[str(name)] = str(attrs["units"])
+    return out
 
 
 def _coarse(da: xr.DataArray, max_pixels: int) -> xr.DataArray:
@@ -180,15 +205,36 @@ def plot_attribution(attribution: xr.Dataset, species: str, variable: str | None
     return fig
 
 
-def plot_mess(extrapolation: xr.Dataset, *, max_pixels: int = 400, floor: float = -100.0) -> Any:
-    """Map of the MESS (red: outside the training range, i.e. extrapolation; values clipped at ``floor``).
+def plot_mess(extrapolation: xr.Dataset, *, max_pixels: int = 400, floor: float = -100.0,
+              exclude: Sequence[str] = (), limit: float | None = None) -> Any:
+    """Map of the MESS in diverging colours centred on 0: red outside the training range (extrapolation),
+    blue inside it, white at its edge.
+
+    The colour range is symmetric, ``±limit`` (None: the 99th percentile of ``|MESS|``, kept within
+    [10, 100]), values beyond it clipped (and never below ``floor``), so a map whose cells sit between -5 and
+    40 is not one flat colour on a -100..100 scale. ``exclude`` leaves variables out of the minimum (from the
+    ``similarity`` layers): class fractions, whose training minimum is their floor 0, put every cell without a
+    class at the edge of the range (similarity 0) and make the MESS 0 everywhere.
 
     Example
     -------
-    >>> fig = plot_mess(mess(reference, "cube.zarr"))  # doctest: +SKIP
+    >>> fig = plot_mess(mess(reference, "cube.zarr"), exclude=["lc_1", "lc_2"])  # doctest: +SKIP
     """
+    from matplotlib.colors import TwoSlopeNorm
+
     from geosdm.report.maps import layer_map
 
-    layer = _coarse(extrapolation["mess"], max_pixels).clip(min=floor)
-    return layer_map(layer, title="MESS (< 0: extrapolation)", cmap="RdYlBu", vmin=floor, vmax=100.0,
-                     label="similarity (%)", max_pixels=max_pixels)
+    layer = extrapolation["mess"]
+    dropped: list[str] = []
+    if exclude and "similarity" in extrapolation:
+        names = [str(v) for v in extrapolation["variable"].values]
+        keep = [v for v in names if v not in set(exclude)]
+        dropped = [v for v in names if v in set(exclude)]
+        if keep and dropped:
+            layer = extrapolation["similarity"].sel(variable=keep).min("variable", skipna=False)
+    layer = _coarse(layer, max_pixels).clip(min=floor).compute()
+    values = np.abs(layer.values[np.isfinite(layer.values)])
+    lim = float(limit) if limit is not None else float(np.clip(np.percentile(values, 99) if values.size else 100, 10, 100))
+    title = "MESS (< 0: outside the training range)" + ("\nclass fractions left out" if dropped else "")
+    return layer_map(layer, title=title, cmap="RdBu", norm=TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim),
+                     label="environmental similarity (%)", max_pixels=max_pixels)

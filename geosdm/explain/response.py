@@ -70,6 +70,7 @@ def response_curves(
     extend: float = 0.1,
     train_ranges: Mapping[str, tuple[float, float]] | None = None,
     scale: Literal["log_intensity", "probability"] = "log_intensity",
+    area: float | None = None,
     linked: Mapping[str, Sequence[str]] | None = None,
     compositions: Sequence[Sequence[str]] | None = None,
     seed: int | None = 0,
@@ -98,7 +99,9 @@ def response_curves(
         ``{variable: (min, max)}`` of the training data (default: ``X``'s range).
     scale
         ``"log_intensity"`` (the model's ``f``, additive like a logit) or ``"probability"`` (``predict_proba``
-        at the model's unit area).
+        at the model's unit area, or over ``area`` m²; uncalibrated: the model's own response).
+    area
+        m² of the probabilities (``scale="probability"``; None: the model's unit area).
     linked
         Groups of collinear covariates that move together (module docstring); a variable in one moves its
         group.
@@ -204,7 +207,7 @@ def response_curves(
                 if v in follow:
                     _move(batch, v, follow[v], base[v], len(chunk))
             if scale == "probability":
-                f = model_probability(m, batch, calibration=False)
+                f = model_probability(m, batch, area=area, calibration=False)
             else:
                 f = m.decision_function(batch)
             out[s : s + len(chunk)] = f.reshape(len(chunk), len(pd_rows), -1)[..., sp_idx]
@@ -217,7 +220,8 @@ def response_curves(
                 "value": (("variable", "point"), values), "label": (("variable", "point"), labels.astype(str)),
                 "train_min": (("variable",), tmin), "train_max": (("variable",), tmax),
                 "in_range": (("variable", "point"), in_range), "sample": np.arange(len(ice_pos))},
-        attrs={"geosdm:scale": scale, "geosdm:n_pd": int(len(pd_rows)), "geosdm:extend": float(extend),
+        attrs={"geosdm:scale": scale, **({"geosdm:area_m2": float(area)} if area is not None and scale == "probability"
+                                         else {}), "geosdm:n_pd": int(len(pd_rows)), "geosdm:extend": float(extend),
                "geosdm:categorical": [v for v in variables if v in cats], "geosdm:n_rows": int(n),
                "geosdm:linked": {v: list(f[1]) for v, f in follow.items() if f[0] == "linked" and v in variables},
                "geosdm:composition": {v: list(f[1]) for v, f in follow.items()

@@ -81,6 +81,9 @@ class ExplainConfig(BaseModel):
     n_pd: int = Field(default=1_000, ge=1)
     n_ice: int = Field(default=30, ge=0)
     extend: float = Field(default=0.1, ge=0)
+    response_scale: Literal["log_intensity", "probability"] = Field(
+        default="probability", description="Scale of the response curves: the presence probability over `area` "
+                                           "(uncalibrated: the model's own response) or the log-intensity.")
     response_mode: Literal["partial", "on_manifold"] = Field(
         default="partial", description="'on_manifold': collinear covariates (|r| >= correlation_threshold) move "
                                        "together and class fractions keep their sum (geosdm.explain.response).")
@@ -329,16 +332,20 @@ def run_explain(
             linked_kw = {"linked": {k: v for k, v in linked.items() if len(v) > 1},
                          "compositions": list(comps.values())}
         rc = response_curves(m, sites, species=species, n_grid=config.n_grid, n_pd=config.n_pd, n_ice=config.n_ice,
-                             extend=config.extend, train_ranges=ranges, seed=config.seed, **linked_kw)
+                             extend=config.extend, train_ranges=ranges, seed=config.seed, scale=config.response_scale,
+                             area=config.area, **linked_kw)
         table_csv(_tidy_response(rc), "response.csv")
         if config.figures:
-            from geosdm.explain.plots import plot_response
+            from geosdm.explain.plots import covariate_units, plot_response
+            from geosdm.io.zarr import open_cube
 
+            units = covariate_units(open_cube(config.cube, storage_options=config.cube_storage_options))
             for s in species[: config.n_figure_species]:
                 top = report.top_variables.get(s) or list(rc["variable"].values[:6])
                 more = [v for v in (imp["importance_mean"].sel(species=s).to_series().sort_values(ascending=False)
                                     .index[:6] if imp is not None else []) if v not in top]
-                figures.append((f"response_{s}", plot_response(rc, s, list(top) + more[: 6 - len(top)])))
+                figures.append((f"response_{s}", plot_response(rc, s, list(top) + more[: 6 - len(top)],
+                                                                        units=units)))
     with connect(client) as c:
         # ------------------------------------------------------------------------------------- attribution
         if config.attribution:
@@ -441,7 +448,13 @@ def run_explain(
             if config.figures:
                 from geosdm.explain.plots import plot_mess
 
-                figures.append(("mess", plot_mess(open_layers(store, storage_options=config.storage_options))))
+                from geosdm.explain.importance import composition_groups
+                from geosdm.io.zarr import open_cube
+
+                fractions = [v for g in composition_groups(open_cube(config.cube, storage_options=config.cube_storage_options),
+                                                           variables).values() for v in g]
+                figures.append(("mess", plot_mess(open_layers(store, storage_options=config.storage_options),
+                                                  exclude=fractions)))
     if figures and local:
         import matplotlib.pyplot as plt
 

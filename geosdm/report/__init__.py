@@ -13,6 +13,9 @@ Figures are matplotlib ``Figure`` objects (embedded as PNG), tables pandas DataF
 from __future__ import annotations
 
 from geosdm.report.html import Section, render_html, write_report
-from geosdm.report.maps import layer_map, layer_maps
+from geosdm.report.maps import binary_map, layer_map, layer_maps
+from geosdm.report.odmap import odmap_table, write_odmap
+from geosdm.report.sections import binary_section, binary_thresholds, mess_section, odmap_section
 
-__all__ = ["Section", "layer_map", "layer_maps", "render_html", "write_report"]
+__all__ = ["Section", "binary_map", "binary_section", "binary_thresholds", "layer_map", "layer_maps", "mess_section",
+           "odmap_section", "odmap_table", "render_html", "write_odmap", "write_report"]

@@ -24,7 +24,7 @@ h1{border-bottom:2px solid #2a7;padding-bottom:.3rem} h2{margin-top:2.2rem;color
 .figs{display:flex;flex-wrap:wrap;gap:1rem} figure{margin:0} figcaption{font-size:.85rem;color:#555}
 img{max-width:100%;border:1px solid #ddd} table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:right} th{background:#eef5f0}
-td:first-child,th:first-child{text-align:left} .meta{color:#666;font-size:.85rem} pre{background:#f6f6f6;padding:.6rem}
+td:first-child,th:first-child{text-align:left} table.text td,table.text th{text-align:left;vertical-align:top} .meta{color:#666;font-size:.85rem} pre{background:#f6f6f6;padding:.6rem}
 """
 
 
@@ -58,7 +58,9 @@ def _table(df: Any, float_format: str) -> str:
 
     if not isinstance(df, pd.DataFrame):
         df = pd.DataFrame(df)
-    return df.to_html(float_format=lambda v: format(v, float_format), border=0, na_rep="–", escape=True)
+    classes = df.attrs.get("geosdm:table_class")  # "text": left-aligned cells (e.g. the ODMAP table)
+    return df.to_html(float_format=lambda v: format(v, float_format), border=0, na_rep="–", escape=True,
+                      classes=classes)
 
 
 def render_html(title: str, sections: Sequence[Section], *, subtitle: str | None = None, dpi: int = 90,
