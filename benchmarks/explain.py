@@ -84,7 +84,7 @@ from demo_truth import (  # noqa: E402  (same data and settings)
 )
 
 from geosdm.demo import TrueModel  # noqa: E402
-from geosdm.demo._species import response  # noqa: E402
+from geosdm.demo import response  # noqa: E402
 from geosdm.explain import (  # noqa: E402
     attribute,
     attribution_cube,

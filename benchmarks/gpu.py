@@ -99,7 +99,7 @@ def synthetic_inputs(folder: Path, *, side: int, tile: int, covariates: int, spe
 
     from geosdm.grid import geobox_from_bbox, grid_coords
     from geosdm.records import records_from_frame, uniform_background
-    from geosdm.records._coords import cell_centres
+    from geosdm.records.coords import cell_centres
 
     x0, y0, res = 600_000.0, 6_600_000.0, 10.0  # Lambert-93, 10 m (France's grid definition)
     geobox = geobox_from_bbox((x0, y0, x0 + res * side, y0 + res * side), crs="EPSG:2154", resolution=res)

@@ -51,7 +51,7 @@ from geosdm.evaluate import evaluate_held_out  # noqa: E402
 from geosdm.explain import permutation_importance, top_variables  # noqa: E402
 from geosdm.models import MultiSpeciesSDM  # noqa: E402
 from geosdm.models.calibration import held_out_predictions  # noqa: E402
-from geosdm.predict._model import model_probability  # noqa: E402
+from geosdm.predict.model import model_probability  # noqa: E402
 from geosdm.records import select_training_covariates  # noqa: E402
 
 

@@ -46,7 +46,7 @@ from sklearn.metrics import roc_auc_score
 from geosdm.datasets import load_nceas
 from geosdm.datasets.nceas import NCEASRegion
 from geosdm.models import MultiSpeciesSDM
-from geosdm.models._sites import build_sites
+from geosdm.models.sites import build_sites
 from geosdm.models.baselines import (
     GradientBoostingBaseline,
     LogisticQuadraticBaseline,

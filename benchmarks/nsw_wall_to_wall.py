@@ -256,8 +256,8 @@ def extraction_check(cube: str, published: Any) -> dict[str, Any]:
     one_hot = np.isfinite(frac).all(axis=1) & np.isin(frac, (0.0, 1.0)).all(axis=1) & (frac.sum(axis=1) == 1)
     values = {g: got[g].to_numpy() for g in GRIDS if g != "vegsys"}
     values["vegsys"] = np.where(one_hot, frac.argmax(axis=1) + 1, np.nan)
-    from geosdm.records._coords import cell_index
-    from geosdm.records._cube import cube_source
+    from geosdm.records import cube_source
+    from geosdm.records.coords import cell_index
 
     gbox = cube_source(cube, variables=["mi"]).geobox
     inside = cell_index(gbox, published["x"].to_numpy(), published["y"].to_numpy())[2]

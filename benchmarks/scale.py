@@ -145,10 +145,10 @@ def worker_scheduler(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_cube_cost(args: argparse.Namespace) -> dict[str, Any]:
-    from geosdm.planning import StepPlan, _calibrate_cube
+    from geosdm.planning import StepPlan, calibrate_cube
 
     step = StepPlan("cube", "", 0, (1, 1), 1, 0, 0, 0, 0, 0, 1, 0, 0.0, 0, 0)
-    _calibrate_cube(step, 2, Path(args.work))
+    calibrate_cube(step, 2, Path(args.work))
     return {"seconds_per_input_pixel": step.seconds_per_unit, "calibration": step.calibration}
 
 

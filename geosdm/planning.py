@@ -32,7 +32,7 @@ import numpy as np
 
 from geosdm.errors import InputError
 
-__all__ = ["StepPlan", "Plan", "plan", "REVISIT_DAYS"]
+__all__ = ["StepPlan", "Plan", "plan", "calibrate_cube", "REVISIT_DAYS"]
 
 #: Days between observations of one place, per collection (both satellites of a constellation); used to
 #: estimate how many scenes a STAC search would return without searching.
@@ -306,7 +306,7 @@ def _calibrate_predict(step: StepPlan, n_tiles: int, network: dict[str, Any], n_
     step.calibration = f"{rep.n_tiles} tiles of {side}x{side}, {step.layers} species, {n_cov} covariates: {sec:.1f} s"
 
 
-def _calibrate_cube(step: StepPlan, n_tiles: int, workdir: Path) -> None:
+def calibrate_cube(step: StepPlan, n_tiles: int, workdir: Path) -> None:
     """Build ``n_tiles`` tiles of the demo's Sentinel-2 composite over its local STAC API (HTTP range reads)."""
     from geosdm.cube import build_cube, resolve_sources
     from geosdm.cube.config import CubeConfig
@@ -386,7 +386,7 @@ def plan(
                 sub = Path(tmp) / s.step
                 sub.mkdir()
                 if s.step == "cube":
-                    _calibrate_cube(s, calibrate, sub)
+                    calibrate_cube(s, calibrate, sub)
                 else:
                     n_cov = int(s.bytes_read // max(s.cells * 4, 1))
                     _calibrate_predict(s, calibrate, network, n_cov, sub)

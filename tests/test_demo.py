@@ -194,7 +194,7 @@ def test_true_model_reproduces_the_truth_and_its_drivers(demo_small: DemoLayout)
     got = model.predict_proba(X)
     want = np.stack([expected.sel(species=s).values.ravel() for s in model.species_], axis=-1)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    from geosdm.predict._model import model_probability
+    from geosdm.predict.model import model_probability
 
     cell = model.area_unit_m2_  # probabilities per truth cell; over two cells the cloglog link's 1 - (1 - p)^2
     assert cell == pytest.approx(60.0**2)

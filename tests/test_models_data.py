@@ -70,7 +70,7 @@ def test_point_store_refuses_overwrite_and_bad_masks(point_store: Path) -> None:
 
 def test_patch_store_drives_iteration_and_gathers_site_rows(records_cube, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from geosdm.records import extract_patches, records_from_frame
-    from geosdm.records._coords import cell_centres
+    from geosdm.records.coords import cell_centres
 
     rng = np.random.default_rng(0)
     n = 60

@@ -23,7 +23,7 @@ def table(records_cube) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     import warnings
 
     from geosdm.records import records_from_frame, uniform_background, valid_mask
-    from geosdm.records._coords import cell_centres
+    from geosdm.records.coords import cell_centres
 
     rng = np.random.default_rng(0)
     ny, nx = records_cube.geobox.shape
@@ -53,7 +53,7 @@ def test_cnn_from_cube_predicts_points_and_grid(records_cube, table: pd.DataFram
     assert grid.dims == ("species", "y", "x") and grid.shape == (2, 60, 80)
     assert np.isnan(grid.values[:, 58, 78]).all() and np.isfinite(grid.values[:, 10, 10]).all()
     # a cell's grid prediction equals the point prediction at that cell
-    from geosdm.records._coords import cell_index
+    from geosdm.records.coords import cell_index
 
     tx, ty = table["x"].to_numpy()[:20], table["y"].to_numpy()[:20]
     r, c, _ = cell_index(records_cube.geobox, tx, ty)

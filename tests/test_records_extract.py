@@ -12,7 +12,7 @@ import pytest
 
 from geosdm.errors import InputError, MissingVariableError
 from geosdm.records import extract_at, extract_covariates, extract_patches, open_patches, records_from_frame
-from geosdm.records._coords import cell_centres, transform_xy
+from geosdm.records.coords import cell_centres, transform_xy
 from geosdm.records._cube import cube_source
 from geosdm.records.extract import gather_cells
 from tests.fixtures.records import SHARD, RecordsCube

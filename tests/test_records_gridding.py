@@ -19,7 +19,7 @@ from geosdm.records import (
     uniform_background,
     valid_mask,
 )
-from geosdm.records._coords import cell_centres
+from geosdm.records.coords import cell_centres
 from tests.fixtures.records import NODATA_COLS, NODATA_ROWS, RecordsCube
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from geosdm.errors import InputError
 from geosdm.records import records_from_frame, validate_records
-from geosdm.records._coords import cell_centres, transform_xy
+from geosdm.records.coords import cell_centres, transform_xy
 from tests.fixtures.records import RecordsCube
 
 

@@ -22,7 +22,7 @@ FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "pickle.load", "pick
 FORBIDDEN_MODULES = {"pickle", "marshal", "dill", "cloudpickle", "shelve", "jsonpickle"}
 #: (file, call) allowed, with the reason.
 ALLOWED = {
-    ("geosdm/stac.py", "importlib.import_module"): "imports only a registered signer (geosdm.stac.SIGNERS or a "
+    ("geosdm/stac/__init__.py", "importlib.import_module"): "imports only a registered signer (geosdm.stac.SIGNERS or a "
                                                    "'geosdm.signers' entry point), checked just before",
 }
 

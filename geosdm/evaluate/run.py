@@ -238,7 +238,7 @@ def _truth(cfg: EvaluateConfig, model: MultiSpeciesSDM, calibrated: MultiSpecies
     from geosdm.evaluate.truth import compare_with_truth
     from geosdm.io.zarr import quiet_zarr
     from geosdm.predict import predict
-    from geosdm.predict.uncertainty import _has_dropout, _n_members, predict_uncertainty
+    from geosdm.predict.uncertainty import has_dropout, n_members, predict_uncertainty
 
     cube = cfg.truth_cube or cfg.cube
     if cube is None:
@@ -250,9 +250,9 @@ def _truth(cfg: EvaluateConfig, model: MultiSpeciesSDM, calibrated: MultiSpecies
                                      n_bins=cfg.n_bins)}
     best = calibrated if calibrated is not None else model
     unc = None
-    samples = _n_members(best) * max(1, cfg.mc_dropout if _has_dropout(best) else 0)
+    samples = n_members(best) * max(1, cfg.mc_dropout if has_dropout(best) else 0)
     if cfg.uncertainty and samples >= 2:
-        unc = predict_uncertainty(best, cube, area=area, mc_dropout=cfg.mc_dropout if _has_dropout(best) else 0,
+        unc = predict_uncertainty(best, cube, area=area, mc_dropout=cfg.mc_dropout if has_dropout(best) else 0,
                                   quantiles=(0.05, 0.95))
     if calibrated is not None or unc is not None:
         name = "calibrated" if calibrated is not None else "raw"

@@ -126,7 +126,7 @@ def values_at_sites(layer: xr.DataArray, sites: pd.DataFrame) -> tuple[pd.DataFr
     """
     import odc.geo.xr  # noqa: F401  (the .odc accessor)
 
-    from geosdm.records._coords import cell_index, records_xy
+    from geosdm.records.coords import cell_index, records_xy
 
     lead = [d for d in layer.dims if d not in ("y", "x")]
     if len(lead) != 1:

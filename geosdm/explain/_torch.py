@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from geosdm.errors import InputError
-from geosdm.models._features import FeatureEncoder, column_values
+from geosdm.models.features import FeatureEncoder, column_values
 from geosdm.models.networks import AdditiveNetwork, Ensemble
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._model import ModelInputs, as_model, model_fingerprint, model_inputs
+from geosdm.predict.model import ModelInputs, as_model, model_fingerprint, model_inputs
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -156,7 +156,7 @@ def attribute(
         raise InputError(f"this patch network needs patches= (n, C, k, k) of {list(inputs.patch_variables)}; "
                          "cut them with geosdm.records.extract_patches or use attribution_cube over a cube")
     if isinstance(X, pd.DataFrame):
-        from geosdm.models._features import check_columns
+        from geosdm.models.features import check_columns
 
         check_columns(X, inputs.columns)
     else:

@@ -34,7 +34,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._model import area_offset, as_model, model_inputs, model_probability
+from geosdm.predict.model import area_offset, as_model, model_inputs, model_probability
 from geosdm.records.collinearity import correlation_matrix
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.predict._model import as_model, model_inputs, model_probability
+from geosdm.predict.model import as_model, model_inputs, model_probability
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM

@@ -238,8 +238,8 @@ def run_explain(
     import pandas as pd
 
     from geosdm.explain.importance import labels_from_records, permutation_importance, top_variables
-    from geosdm.io._tasks import connect
-    from geosdm.predict._model import as_model, model_inputs
+    from geosdm.io.tasks import connect
+    from geosdm.predict.model import as_model, model_inputs
 
     t0 = time.perf_counter()
     if model is None and config.model is None:
@@ -302,7 +302,7 @@ def run_explain(
             report.top_groups = top_variables(gimp, 3)
         if config.regions is not None:
             from geosdm.explain.regions import point_regions
-            from geosdm.records._coords import records_xy
+            from geosdm.records.coords import records_xy
 
             crs = _cube_crs(config)
             x, yy = records_xy(pts, crs) if "crs" in pts.columns else (pts["x"].to_numpy(), pts["y"].to_numpy())

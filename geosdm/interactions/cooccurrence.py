@@ -168,7 +168,7 @@ def marginals_at(probability: xr.DataArray | xr.Dataset, plots: pd.DataFrame,
     """
     import odc.geo.xr  # noqa: F401
 
-    from geosdm.records._coords import cell_index, transform_xy
+    from geosdm.records.coords import cell_index, transform_xy
 
     da = probability["probability"] if isinstance(probability, xr.Dataset) else probability
     have = [str(s) for s in da["species"].values]

@@ -28,7 +28,8 @@ import pandas as pd
 
 from geosdm.errors import DataSourceError, InputError, MissingVariableError
 
-__all__ = ["Network", "NetworkMatch", "ROLES", "read_network", "network_from_frames", "match_species", "edge_label"]
+__all__ = ["Network", "NetworkMatch", "ROLES", "read_network", "network_from_frames", "match_species", "edge_label",
+           "trophic_levels"]
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +189,36 @@ def _clean_names(values: pd.Series) -> pd.Series:
     return values.astype("string").str.strip()
 
 
+def trophic_levels(species: Iterable[str], edges: pd.DataFrame) -> dict[str, float]:
+    """Prey-averaged trophic level of each species: 1 without resources, else 1 + mean level of its resources.
+
+    ``edges`` has ``source`` (resource) and ``target`` (consumer) columns. Solved as one linear system, so
+    loops (mutual predation) are handled; a loop with no path to a basal species gets a least-squares level.
+
+    Example
+    -------
+    >>> trophic_levels(["a", "b", "c"], pd.DataFrame({"source": ["a", "b"], "target": ["b", "c"]}))
+    {'a': 1.0, 'b': 2.0, 'c': 3.0}
+    """
+    names = list(dict.fromkeys(species))
+    index = {s: i for i, s in enumerate(names)}
+    n = len(names)
+    m = np.zeros((n, n))
+    for s, t in zip(edges["source"], edges["target"]):
+        if s in index and t in index:
+            m[index[t], index[s]] = 1.0
+    k = m.sum(axis=1, keepdims=True)
+    m = np.divide(m, k, out=np.zeros_like(m), where=k > 0)
+    a = np.eye(n) - m
+    try:
+        tl = np.linalg.solve(a, np.ones(n))
+    except np.linalg.LinAlgError:
+        tl = np.linalg.lstsq(a, np.ones(n), rcond=None)[0]
+    return {s: round(float(v), 6) for s, v in zip(names, tl)}
+
+
 def _infer_roles(species: list[str], edges: pd.DataFrame) -> dict[str, str]:
     """Roles from positions in the chain: no resources -> plant, resources all plants -> pest, else enemy."""
-    from geosdm.interactions.structure import trophic_levels
-
     levels = trophic_levels(species, edges)
     return {s: "plant" if lv < 1.5 else "pest" if lv < 2.5 else "enemy" for s, lv in levels.items()}
 

@@ -156,8 +156,8 @@ def _sampling_source(config: InteractionsConfig, prob: xr.DataArray) -> tuple[di
     import posixpath
 
     from geosdm.models.intervals import ErrorModel
-    from geosdm.predict._model import as_model
-    from geosdm.predict.uncertainty import _n_members
+    from geosdm.predict.model import as_model
+    from geosdm.predict.uncertainty import n_members
 
     model_path = config.model
     if model_path is None:
@@ -179,7 +179,7 @@ def _sampling_source(config: InteractionsConfig, prob: xr.DataArray) -> tuple[di
         return {"error": error}, f"interval model of {model_path}"
     cube = (prob.attrs.get("geosdm:cube") or {}).get("path") if isinstance(prob.attrs.get("geosdm:cube"), dict) \
         else None
-    if _n_members(m) >= 2 and cube:
+    if n_members(m) >= 2 and cube:
         return {"model": m, "cube": cube}, f"ensemble members of {model_path}"
     return None
 
@@ -231,7 +231,7 @@ def run_interactions(
     from geosdm.interactions.layers import interaction_layers, layer_dtypes, open_probability
     from geosdm.interactions.network import match_species, read_network
     from geosdm.interactions.structure import network_structure
-    from geosdm.io._tasks import connect
+    from geosdm.io.tasks import connect
     from geosdm.io.layers import write_layers
     from geosdm.predict.cog import export_cogs
     from geosdm.predict.stac import write_stac

@@ -22,37 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from geosdm.interactions.network import ROLES, Network
+# trophic_levels lives in network.py (roles are inferred from it there); re-exported here as part of the structure API
+from geosdm.interactions.network import ROLES, Network, trophic_levels
 
 __all__ = ["NetworkStructure", "network_structure", "trophic_levels"]
-
-
-def trophic_levels(species: Iterable[str], edges: pd.DataFrame) -> dict[str, float]:
-    """Prey-averaged trophic level of each species: 1 without resources, else 1 + mean level of its resources.
-
-    ``edges`` has ``source`` (resource) and ``target`` (consumer) columns. Solved as one linear system, so
-    loops (mutual predation) are handled; a loop with no path to a basal species gets a least-squares level.
-
-    Example
-    -------
-    >>> trophic_levels(["a", "b", "c"], pd.DataFrame({"source": ["a", "b"], "target": ["b", "c"]}))
-    {'a': 1.0, 'b': 2.0, 'c': 3.0}
-    """
-    names = list(dict.fromkeys(species))
-    index = {s: i for i, s in enumerate(names)}
-    n = len(names)
-    m = np.zeros((n, n))
-    for s, t in zip(edges["source"], edges["target"]):
-        if s in index and t in index:
-            m[index[t], index[s]] = 1.0
-    k = m.sum(axis=1, keepdims=True)
-    m = np.divide(m, k, out=np.zeros_like(m), where=k > 0)
-    a = np.eye(n) - m
-    try:
-        tl = np.linalg.solve(a, np.ones(n))
-    except np.linalg.LinAlgError:
-        tl = np.linalg.lstsq(a, np.ones(n), rcond=None)[0]
-    return {s: round(float(v), 6) for s, v in zip(names, tl)}
 
 
 def _hist(values: Iterable[int]) -> dict[int, int]:

@@ -156,8 +156,8 @@ def _sample_task(block: np.ndarray, *, plans: tuple[_Plan, ...], error: ErrorMod
 def _member_probabilities(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Any, offset: float,
                           species: tuple[int, ...], batch_size: int = 4_096) -> np.ndarray:
     """``(members, species, by, bx)`` calibrated probabilities of the ensemble members over one block's cells."""
-    from geosdm.predict._model import probability_inplace
-    from geosdm.predict.uncertainty import _member_samples
+    from geosdm.predict.model import probability_inplace
+    from geosdm.predict.uncertainty import member_samples
 
     h = inputs.halo
     n_var, py, px = data.shape
@@ -171,16 +171,16 @@ def _member_probabilities(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: A
     for start in range(0, cells.size, int(batch_size)):
         sel = cells[start: start + int(batch_size)]
         columns = {c: np.ascontiguousarray(flat[p, sel]) for c, p in zip(inputs.columns, col_pos)}
-        p = probability_inplace(_member_samples(model, columns, None).astype(np.float32), model.link_, offset)
+        p = probability_inplace(member_samples(model, columns, None).astype(np.float32), model.link_, offset)
         if calibrator is not None:
             calibrator.transform(p, axis=-1, out=p)
         if out is None:
             out = np.full((p.shape[0], len(species), by * bx), np.nan, dtype=np.float32)
         out[:, :, sel] = p[:, :, list(species)].transpose(0, 2, 1)
     if out is None:
-        from geosdm.predict.uncertainty import _n_members
+        from geosdm.predict.uncertainty import n_members
 
-        out = np.full((_n_members(model), len(species), by * bx), np.nan, dtype=np.float32)
+        out = np.full((n_members(model), len(species), by * bx), np.nan, dtype=np.float32)
     return out.reshape(out.shape[0], len(species), by, bx)
 
 
@@ -191,14 +191,14 @@ def _member_task(model: MultiSpeciesSDM, data: np.ndarray, **kw: Any) -> np.ndar
 def _members_stack(model: MultiSpeciesSDM, cube: Any, used: list[str], prob: xr.DataArray, area: float | None,
                    storage_options: Mapping[str, Any] | None) -> da.Array:
     """Lazy ``(members, species, y, x)`` member probabilities on the chunks of ``prob``."""
-    from geosdm.predict._model import area_offset, model_fingerprint, model_inputs
+    from geosdm.predict.model import area_offset, model_fingerprint, model_inputs
     from geosdm.predict.lazy import model_key, open_input, with_halo
-    from geosdm.predict.uncertainty import _n_members
+    from geosdm.predict.uncertainty import n_members
 
     if getattr(model, "patch_", None):
         raise InputError("member samples of patch networks are not supported here; calibrate the model "
                          "(geosdm.models.calibration.calibrate) so it has an interval model")
-    members = _n_members(model)
+    members = n_members(model)
     if members < 2:
         raise InputError("the model has no interval model and a single network: no samples of the species maps. "
                          "Calibrate it on held-out surveys (calibrate(model, table)) or fit an ensemble")
@@ -294,7 +294,7 @@ def interaction_uncertainty(
     >>> unc = interaction_uncertainty(prob, match, model="model-calibrated/", associations=sets)  # doctest: +SKIP
     >>> unc.joint_width.sel(edge="plant_01->pest_01").plot()  # doctest: +SKIP
     """
-    from geosdm.predict._model import as_model
+    from geosdm.predict.model import as_model
 
     qs = tuple(float(q) for q in quantiles)
     if any(not 0 < q < 1 for q in qs) or list(qs) != sorted(set(qs)):

@@ -27,7 +27,7 @@ import xarray as xr
 
 from geosdm._allocator import keep_heap_reuse
 from geosdm.errors import GridError, InputError
-from geosdm.io._tasks import connect, run_tasks
+from geosdm.io.tasks import connect, run_tasks
 from geosdm.io.zarr import CubeStore, VariableSpec, fingerprint, open_cube, quiet_zarr
 
 __all__ = ["Dtype", "WriteReport", "write_layers", "open_layers", "encode_probability", "UINT8_SCALE",

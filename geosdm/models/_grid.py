@@ -8,26 +8,37 @@ large or lazy cubes go through the prediction stage (``geosdm.predict``), which 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError, MissingVariableError
-from geosdm.models._features import warn_unseen_inputs
+from geosdm.models.features import warn_unseen_inputs
 
-if TYPE_CHECKING:
-    from geosdm.models.estimator import MultiSpeciesSDM
-
-__all__ = ["predict_grid"]
+__all__ = ["GridModel", "predict_grid"]
 
 
-def _columns(model: MultiSpeciesSDM) -> list[str]:
+class GridModel(Protocol):
+    """What :func:`predict_grid` needs of a fitted model (``MultiSpeciesSDM`` has it): the estimator imports this
+    module, so this module names the model's interface instead of importing the estimator back."""
+
+    species_: list[str]
+    feature_names_: list[str]
+    patch_: dict[str, Any] | None
+    encoder_: Any
+
+    def _input_columns(self) -> list[str]: ...
+
+    def _log_intensity(self, X: Any, patches: Any = None) -> np.ndarray: ...
+
+
+def _columns(model: GridModel) -> list[str]:
     return model._input_columns()
 
 
-def predict_grid(model: MultiSpeciesSDM, ds: xr.Dataset, *, rows_per_batch: int = 64) -> xr.DataArray:
+def predict_grid(model: GridModel, ds: xr.Dataset, *, rows_per_batch: int = 64) -> xr.DataArray:
     """Log-intensity of every cell of ``ds`` (NaN where a covariate is NaN).
 
     Raises
@@ -70,7 +81,7 @@ def predict_grid(model: MultiSpeciesSDM, ds: xr.Dataset, *, rows_per_batch: int 
     return out
 
 
-def _patch_grid(model: MultiSpeciesSDM, ds: xr.Dataset, cols: list[str], rows_per_batch: int) -> xr.DataArray:
+def _patch_grid(model: GridModel, ds: xr.Dataset, cols: list[str], rows_per_batch: int) -> xr.DataArray:
     from numpy.lib.stride_tricks import sliding_window_view
 
     variables = list(model.patch_["variables"])

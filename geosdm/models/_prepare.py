@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from geosdm.errors import DataGapWarning, InputError
-from geosdm.models._features import FeatureEncoder, check_columns, is_categorical
-from geosdm.models._sites import DatasetSpec, Sites, build_sites, site_records
+from geosdm.models.features import FeatureEncoder, check_columns, is_categorical
+from geosdm.models.sites import DatasetSpec, Sites, build_sites, site_records
 from geosdm.records.schema import NON_COVARIATES
 
 __all__ = ["Prepared", "RESERVED", "detect_covariates", "prepare", "sites_from_frames", "validation_mask"]

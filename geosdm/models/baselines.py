@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator
 from threadpoolctl import threadpool_limits
 
 from geosdm.errors import InputError, NotFittedError
-from geosdm.models._features import FeatureEncoder, check_columns, is_categorical
+from geosdm.models.features import FeatureEncoder, check_columns, is_categorical
 from geosdm.models._prepare import detect_covariates
 
 __all__ = ["GradientBoostingBaseline", "LogisticQuadraticBaseline", "MaxEntBaseline", "elapid_backend"]

@@ -31,9 +31,10 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from geosdm.errors import DataSourceError, InputError, NotFittedError
-from geosdm.models._features import (Columns, FeatureEncoder, check_columns, column_values, n_rows,
-                                     warn_unseen_inputs)
+from geosdm.models.features import Columns, FeatureEncoder, check_columns, column_values, n_rows, warn_unseen_inputs
+from geosdm.models._grid import predict_grid
 from geosdm.models._prepare import Prepared, prepare, validation_mask
+from geosdm.models.calibrators import SpeciesCalibrator, apply_calibration
 from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
 from geosdm.models.data import TensorBatches, ZarrSiteDataset, epoch_seed, write_point_store
 from geosdm.models.losses import LOSSES, IntegratedLoss
@@ -549,8 +550,6 @@ class MultiSpeciesSDM(BaseEstimator):
         """
         self._check_fitted()
         if isinstance(X, xr.Dataset):
-            from geosdm.models._grid import predict_grid
-
             f = predict_grid(self, X)
             return f if log else np.exp(f)
         with ExitStack() as stack:
@@ -591,8 +590,6 @@ class MultiSpeciesSDM(BaseEstimator):
             p = -np.expm1(-np.exp(f + offset))
         if calibrator is None:
             return p
-        from geosdm.models.calibration import apply_calibration
-
         return apply_calibration(p, calibrator)
 
     # ---------------------------------------------------------------------------------------- persistence
@@ -672,8 +669,6 @@ class MultiSpeciesSDM(BaseEstimator):
         model.training_members_ = [TrainResult(**r) for r in cfg.get("training_members", [cfg["training"]])]
         model.seed_, model.fit_seconds_ = int(cfg["seed"]), float(cfg["fit_seconds"])
         if cfg.get("calibration"):
-            from geosdm.models.calibration import SpeciesCalibrator
-
             model.calibrator_ = SpeciesCalibrator.from_dict(cfg["calibration"])
         return model
 

@@ -14,10 +14,11 @@ can: their occupancy draws are independent, their errors are not, so
     E[(o_i - D_i p̂_i)(o_j - D_j p̂_j)] / (D_i D_j)  =  E[e_i e_j]  ≈  E[e^2]
 
 for neighbouring plots ``i, j`` (``o``: detected in any visit, ``D``: the detectability of the survey, ``e = p -
-p̂``), pooled over species. The held-out probabilities are cross-fitted (:func:`cross_fitted`: no plot is
-predicted or calibrated by a model that saw its fold). Errors that vary faster than the plots' spacing are not
-seen, so ``φ`` is an upper bound (intervals a little narrow); the benchmark (``benchmarks/calibration.py``)
-measures the coverage against the demo's truth.
+p̂``), pooled over species. The held-out probabilities are cross-fitted
+(:func:`geosdm.models.heldout.cross_fitted`: no plot is predicted or calibrated by a model that saw its fold;
+:func:`geosdm.models.heldout.fit_error_model` fits ``φ`` from them). Errors that vary faster than the plots'
+spacing are not seen, so ``φ`` is an upper bound (intervals a little narrow); the benchmark
+(``benchmarks/calibration.py``) measures the coverage against the demo's truth.
 
 **Cross-species error correlation.** The same pairs estimate how the errors of two species move together:
 ``E[r_s,i r_t,j] / (D D) = E[e_s e_t]``, so ``rho_st = (phi + 1) * sum(r_s,i r_t,j + r_t,i r_s,j) / sum(sqrt(v_s,i
@@ -36,19 +37,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy import special
 
 from geosdm.errors import InputError
 
-if TYPE_CHECKING:
-    from geosdm.models.calibration import HeldOut
-
 log = logging.getLogger(__name__)
 
-__all__ = ["ErrorModel", "error_model_from_surveys", "fit_error_model", "outward"]
+# fit_error_model (from held-out predictions) lives in geosdm.models.heldout, which builds on this module
+__all__ = ["ErrorModel", "error_model_from_surveys", "outward"]
 
 #: The probability layers' uint8 storage step (0-250).
 STEP = 1.0 / 250.0
@@ -234,44 +233,6 @@ def _neighbour_pairs(xy: np.ndarray, max_distance: float | None) -> tuple[np.nda
     pairs = np.unique(np.sort(np.c_[i[keep], j[keep]], axis=1), axis=0)
     dist = np.linalg.norm(xy[pairs[:, 0]] - xy[pairs[:, 1]], axis=1) if len(pairs) else np.array([np.nan])
     return pairs, float(np.nanmax(dist))
-
-
-def fit_error_model(held_out: HeldOut, *, method: str = "platt", detection: str = "auto", per_species: bool = True,
-                    min_presences: int = 5, max_distance: float | None = None, min_pairs: int = 30,
-                    n_boot: int = 200, seed: int = 0) -> ErrorModel:
-    """Estimate the Beta error model's precision from held-out surveys (neighbouring plots' residual products).
-
-    Parameters
-    ----------
-    held_out
-        :func:`geosdm.models.calibration.held_out_predictions` of the model (spatial folds).
-    method, detection, per_species, min_presences
-        The calibration, as :func:`geosdm.models.calibration.calibrate` fits it (the residuals are those of the
-        cross-fitted calibrated probabilities).
-    max_distance
-        Largest distance of a plot pair, in the records' CRS units (default: twice the median distance from a
-        plot to its nearest neighbour).
-    min_pairs
-        Fewer pairs: ``InputError`` (the surveys cannot pin the precision).
-    n_boot, seed
-        Bootstrap of the pairs for ``precision_range``.
-
-    Example
-    -------
-    >>> em = fit_error_model(held_out_predictions(model, table))  # doctest: +SKIP
-    >>> em.interval(model.predict_proba(points).to_numpy())  # doctest: +SKIP
-    """
-    from geosdm.models.calibration import cross_fitted
-
-    p, det = cross_fitted(held_out, method=method, detection=detection, per_species=per_species,
-                          min_presences=min_presences)
-    p_arr, d_arr = p.to_numpy(dtype="float64"), det.to_numpy(dtype="float64")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        D = np.where(p_arr > 0, d_arr / p_arr, np.nan)  # detectability of each site's survey
-    return error_model_from_surveys(held_out.sites.frame[["x", "y"]].to_numpy(dtype="float64"),
-                                    held_out.observed.to_numpy(dtype="float64"), p_arr, D,
-                                    max_distance=max_distance, min_pairs=min_pairs, n_boot=n_boot, seed=seed,
-                                    species=[str(s) for s in p.columns])
 
 
 def error_model_from_surveys(xy: np.ndarray, observed: np.ndarray, probability: np.ndarray,

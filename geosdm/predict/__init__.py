@@ -15,7 +15,7 @@ import torch; the model does when loaded.
 
 from __future__ import annotations
 
-from geosdm.predict._model import model_fingerprint
+from geosdm.predict.model import model_fingerprint
 from geosdm.predict.cog import CogOutput, export_cogs
 from geosdm.predict.lazy import predict
 from geosdm.predict.run import PredictConfig, PredictionReport, run_prediction

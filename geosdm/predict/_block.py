@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from geosdm.io.layers import UINT8_NODATA
-from geosdm.predict._model import ModelInputs, probability_inplace
+from geosdm.predict.model import ModelInputs, probability_inplace
 
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
@@ -94,7 +94,7 @@ def predict_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: ModelInpu
     data
         ``(V, by + 2h, bx + 2h)`` float32 stack of ``inputs.variables`` with halo ``h = inputs.halo``.
     inputs
-        What the model reads (:func:`geosdm.predict._model.model_inputs`).
+        What the model reads (:func:`geosdm.predict.model.model_inputs`).
     outputs
         What to return, in order (default: the log-intensity).
     batch_size

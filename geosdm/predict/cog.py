@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from geosdm.errors import DataSourceError, InputError, MissingVariableError
-from geosdm.io._tasks import connect, run_tasks
+from geosdm.io.tasks import connect, run_tasks
 
 __all__ = ["CogOutput", "export_cogs", "cog_name", "upload_file", "value_tags"]
 

@@ -26,7 +26,7 @@ from geosdm._allocator import keep_heap_reuse
 from geosdm._secrets import redact_url
 from geosdm.errors import GridError, InputError, MissingVariableError
 from geosdm.predict._block import BlockOutput, predict_block
-from geosdm.predict._model import (
+from geosdm.predict.model import (
     ModelInputs,
     area_offset,
     as_model,
@@ -220,7 +220,7 @@ def _check_tile(model: MultiSpeciesSDM, data: np.ndarray, inputs: ModelInputs, s
     encoder = getattr(model, "encoder_", None)
     if encoder is None or not hasattr(encoder, "check"):
         return
-    from geosdm.models._features import warn_unseen_inputs
+    from geosdm.models.features import warn_unseen_inputs
 
     h = inputs.halo
     core = data[:, h : data.shape[1] - h, h : data.shape[2] - h]

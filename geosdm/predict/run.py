@@ -83,11 +83,11 @@ class PredictionReport:
 
 def _can_sample(model: Any) -> bool:
     """Whether :func:`geosdm.predict.uncertainty.predict_uncertainty` can give intervals for ``model``."""
-    from geosdm.predict._model import as_model
-    from geosdm.predict.uncertainty import _n_members
+    from geosdm.predict.model import as_model
+    from geosdm.predict.uncertainty import n_members
 
     m = as_model(model)
-    return getattr(getattr(m, "calibrator_", None), "error", None) is not None or _n_members(m) >= 2
+    return getattr(getattr(m, "calibrator_", None), "error", None) is not None or n_members(m) >= 2
 
 
 def run_prediction(
@@ -124,7 +124,7 @@ def run_prediction(
     from geosdm.predict.write import write_predictions
 
     t0 = time.perf_counter()
-    from geosdm.io._tasks import connect
+    from geosdm.io.tasks import connect
 
     if model is None and config.model is None:
         raise InputError("no model: set `model:` (a folder written by MultiSpeciesSDM.save) or pass model=")

@@ -66,20 +66,20 @@ def covariate_period(attrs: dict[str, Any]) -> str | None:
     ``geosdm cube build`` records them in ``geosdm:config``). Sources without dates (a DEM, climatologies)
     do not narrow it; a cube that records no dates gives None.
     """
-    from geosdm.stac import _dt_str, _norm_datetime
+    from geosdm.stac import datetime_range_str, datetime_range
 
     if attrs.get("geosdm:period"):
-        return _dt_str(_norm_datetime(str(attrs["geosdm:period"])))
+        return datetime_range_str(datetime_range(str(attrs["geosdm:period"])))
     config = attrs.get("geosdm:config")
     if not isinstance(config, dict):
         return None
-    ranges = [_norm_datetime(w) for w in
+    ranges = [datetime_range(w) for w in
               [(s.get("datetime") if isinstance(s, dict) else None) or config.get("datetime")
                for s in config.get("sources") or [{}]] if w]
     if not ranges:
         return None
     starts, ends = [r[0] for r in ranges], [r[1] for r in ranges]
-    return _dt_str((None if None in starts else min(starts), None if None in ends else max(ends)))  # type: ignore
+    return datetime_range_str((None if None in starts else min(starts), None if None in ends else max(ends)))  # type: ignore
 
 
 def _band(cog: CogOutput, resolution: float, unit: str) -> Any:
@@ -140,7 +140,7 @@ def prediction_item(
     from pystac.extensions.raster import RasterExtension
 
     from geosdm.io.layers import open_layers
-    from geosdm.stac import _norm_datetime
+    from geosdm.stac import datetime_range
 
     href = _abs(str(store).rstrip("/"))
     ds = open_layers(href, storage_options=storage_options)
@@ -161,7 +161,7 @@ def prediction_item(
         if f"geosdm_{key}" in about:
             props[f"geosdm:{key}"] = float(about["geosdm_area_m2"]) if key == "area_m2" else about[f"geosdm_{key}"]
     now = datetime.now(timezone.utc).replace(microsecond=0)
-    start, end = _norm_datetime(period or attrs.get("geosdm:period"))
+    start, end = datetime_range(period or attrs.get("geosdm:period"))
     if start is not None and end is not None:
         props["start_datetime"], props["end_datetime"] = _iso(start), _iso(end)
     when = when or start or now

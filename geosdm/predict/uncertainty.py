@@ -32,13 +32,14 @@ import xarray as xr
 
 from geosdm.errors import InputError
 from geosdm.models.intervals import ErrorModel
-from geosdm.predict._model import ModelInputs, area_offset, as_model, model_fingerprint, model_inputs, model_summary
+from geosdm.predict.model import ModelInputs, area_offset, as_model, model_fingerprint, model_inputs, model_summary
 
 if TYPE_CHECKING:
     from geosdm.io.layers import Dtype, WriteReport
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["predict_uncertainty", "quantile_name", "uncertainty_block", "write_uncertainty"]
+__all__ = ["has_dropout", "member_samples", "n_members", "predict_uncertainty", "quantile_name", "uncertainty_block",
+           "write_uncertainty"]
 
 
 def quantile_name(q: float) -> str:
@@ -53,12 +54,14 @@ def quantile_name(q: float) -> str:
     return f"q{int(pct):02d}" if pct == int(pct) else "q" + f"{pct:g}".replace(".", "p")
 
 
-def _n_members(model: MultiSpeciesSDM) -> int:
+def n_members(model: MultiSpeciesSDM) -> int:
+    """Members of the model's deep ensemble (1 for a single network)."""
     spec = getattr(model, "network_spec_", {}) or {}
     return int(spec.get("n_members", 1)) if spec.get("name") == "ensemble" else 1
 
 
-def _has_dropout(model: MultiSpeciesSDM) -> bool:
+def has_dropout(model: MultiSpeciesSDM) -> bool:
+    """Whether the model's network has dropout layers with ``p > 0`` (MC dropout can sample it)."""
     import torch
 
     return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.network_.modules())
@@ -100,7 +103,8 @@ def _mc_samples(model: MultiSpeciesSDM, net: Any, columns: Mapping[str, np.ndarr
     return np.concatenate(outs)
 
 
-def _member_samples(model: MultiSpeciesSDM, columns: Mapping[str, np.ndarray], patches: np.ndarray | None) -> np.ndarray:
+def member_samples(model: MultiSpeciesSDM, columns: Mapping[str, np.ndarray], patches: np.ndarray | None) -> np.ndarray:
+    """``model.predict_members`` at the given cells (one row per ensemble member), under the CUDA lock on a GPU."""
     from geosdm.predict._block import _CUDA_LOCK, _uses_cuda
 
     if _uses_cuda(model):
@@ -132,7 +136,7 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
     """
     import torch
 
-    from geosdm.predict._model import probability_inplace
+    from geosdm.predict.model import probability_inplace
 
     h = inputs.halo
     n_var, py, px = data.shape
@@ -163,7 +167,7 @@ def uncertainty_block(model: MultiSpeciesSDM, data: np.ndarray, *, inputs: Model
             iy, ix = np.divmod(sel, bx)
             patches = np.ascontiguousarray(windows[:, iy, ix].transpose(1, 0, 2, 3))
         f = (_mc_samples(model, net, columns, patches, mc_dropout) if net is not None
-             else _member_samples(model, columns, patches)).astype(np.float32)  # (samples, b, species)
+             else member_samples(model, columns, patches)).astype(np.float32)  # (samples, b, species)
         p = probability_inplace(f, model.link_, offset)
         if calibrator is not None:
             calibrator.transform(p, axis=-1, out=p)
@@ -260,10 +264,10 @@ def predict_uncertainty(
     n_mc = int(mc_dropout)
     if n_mc < 0:
         raise InputError(f"mc_dropout={mc_dropout} must be >= 0 passes per member")
-    if n_mc and not _has_dropout(m):
+    if n_mc and not has_dropout(m):
         raise InputError("mc_dropout needs a model fitted with dropout > 0 (MultiSpeciesSDM(dropout=0.1, ...)); "
                          "this one has none. Use its ensemble members (mc_dropout=0) or refit with dropout")
-    members = _n_members(m)
+    members = n_members(m)
     n_samples = members * max(1, n_mc)
     if intervals not in ("auto", "model", "samples"):
         raise InputError(f"intervals={intervals!r} must be 'auto', 'model' or 'samples'")

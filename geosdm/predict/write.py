@@ -19,7 +19,7 @@ import xarray as xr
 
 from geosdm.errors import InputError
 from geosdm.io.layers import UINT8_NODATA, UINT8_SCALE, Dtype, WriteReport, encode_probability, open_layers, write_layers
-from geosdm.predict._model import as_model, model_inputs, model_summary
+from geosdm.predict.model import as_model, model_inputs, model_summary
 from geosdm.predict.lazy import predict
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ Typical flow::
 
 from __future__ import annotations
 
-from geosdm.records._cube import covariate_names
+from geosdm.records._cube import CubeSource, covariate_names, cube_source
 from geosdm.records.background import (
     bias_background,
     sample_background,
@@ -44,6 +44,7 @@ from geosdm.records.validate import ValidationReport, validate_records
 
 __all__ = [
     "COLUMNS",
+    "CubeSource",
     "KINDS",
     "BufferedLeaveOneOut",
     "EFFORT_VARIABLE",
@@ -61,6 +62,7 @@ __all__ = [
     "conform",
     "correlation_matrix",
     "covariate_names",
+    "cube_source",
     "empty_records",
     "extract_at",
     "extract_bias",

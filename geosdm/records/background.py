@@ -18,7 +18,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from geosdm.errors import GridError, InputError
-from geosdm.records._coords import cell_centres
+from geosdm.records.coords import cell_centres
 from geosdm.records._cube import cube_source
 from geosdm.records.effort import record_counts
 from geosdm.records.schema import conform, crs_string

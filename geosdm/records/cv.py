@@ -23,7 +23,7 @@ import pandas as pd
 from odc.geo.geobox import GeoBox
 
 from geosdm.errors import InputError
-from geosdm.records._coords import records_xy
+from geosdm.records.coords import records_xy
 
 __all__ = ["BufferedLeaveOneOut", "EnvironmentalKFold", "SpatialBlockKFold", "add_folds"]
 

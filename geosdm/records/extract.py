@@ -21,7 +21,7 @@ import xarray as xr
 from numpy.typing import ArrayLike
 
 from geosdm.errors import InputError
-from geosdm.records._coords import cell_index, pixel_coords, records_xy, transform_xy
+from geosdm.records.coords import cell_index, pixel_coords, records_xy, transform_xy
 from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
 from geosdm.records.schema import check_records, crs_string
 

@@ -16,7 +16,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from geosdm.errors import InputError
-from geosdm.records._coords import cell_centres, cell_index, records_xy
+from geosdm.records.coords import cell_centres, cell_index, records_xy
 from geosdm.records.schema import check_records, conform, crs_string
 
 __all__ = ["aggregate_to_cells", "assign_cells", "rasterize_counts", "to_crs"]

@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from geosdm.errors import InputError
-from geosdm.records._coords import cell_centres
+from geosdm.records.coords import cell_centres
 from geosdm.records._cube import CubeSource, categorical_kind, group_by_block, cube_source
 from geosdm.records.gridding import assign_cells
 from geosdm.records.schema import check_records, crs_string

@@ -40,7 +40,7 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 
 from geosdm.errors import InputError
-from geosdm.records._coords import cell_index, transform_xy
+from geosdm.records.coords import cell_index, transform_xy
 from geosdm.records.schema import check_records
 
 __all__ = ["REASONS", "ValidationReport", "validate_records"]

@@ -66,7 +66,7 @@ def test_a_truncated_shard_is_named_with_its_variable_and_cells(tmp_path: Path) 
 def _records(n: int = 60) -> pd.DataFrame:
     """Presence records at cell centres spread over every tile of GRID (EPSG:2154)."""
     from geosdm.records import records_from_frame
-    from geosdm.records._coords import cell_centres
+    from geosdm.records.coords import cell_centres
 
     rng = np.random.default_rng(2)
     row, col = rng.integers(0, GRID.shape[0], n), rng.integers(0, GRID.shape[1], n)

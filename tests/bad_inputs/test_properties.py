@@ -17,7 +17,7 @@ from odc.geo.geobox import GeoBox
 
 from geosdm.grid import tiles
 from geosdm.records import aggregate_to_cells, assign_cells, records_from_frame, validate_records
-from geosdm.records._coords import cell_centres, cell_index
+from geosdm.records.coords import cell_centres, cell_index
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FRANCE = (-5.2, 41.3, 9.6, 51.1)

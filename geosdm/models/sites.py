@@ -90,14 +90,14 @@ def _common_crs(table: pd.DataFrame, crs: str | None) -> str | None:
 def _location_keys(table: pd.DataFrame, crs: str | None, geobox: Any | None) -> tuple[np.ndarray, np.ndarray, pd.Series]:
     """x/y in the common CRS and a location key per row (cell when a grid is given)."""
     if "crs" in table.columns and crs is not None:
-        from geosdm.records._coords import records_xy
+        from geosdm.records.coords import records_xy
 
         x, y = records_xy(table, crs)
     else:
         x = table["x"].to_numpy(dtype="float64", na_value=np.nan)
         y = table["y"].to_numpy(dtype="float64", na_value=np.nan)
     if geobox is not None:
-        from geosdm.records._coords import cell_centres, cell_index
+        from geosdm.records.coords import cell_centres, cell_index
 
         row, col, inside = cell_index(geobox, x, y)
         cx, cy = cell_centres(geobox, row, col)
