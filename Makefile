@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.geosdm-installed
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test install clean bench
+.PHONY: demo test test-all install clean bench
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/geosdm demo run --out $(DEMO_DIR)
 
+# `make test`: everything but the end-to-end runs marked `slow` (the pytest marker); `make test-all` (what CI,
+# .ci/run, runs): every test.
 test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest
 
 clean:
