@@ -25,6 +25,7 @@ from geosdm.evaluate.sites import MapEvaluateConfig
 from geosdm.explain.run import ExplainConfig
 from geosdm.interactions.run import InteractionsConfig
 from geosdm.predict.run import PredictConfig
+from geosdm.project.run import ProjectConfig
 from geosdm.records.inputs import RecordsInput
 from geosdm.scenarios.config import ScenariosConfig
 from geosdm.errors import InputError
@@ -34,7 +35,7 @@ __all__ = ["PipelineConfig", "PipelineResult", "load_pipeline", "run_pipeline", 
 log = logging.getLogger(__name__)
 Event = Callable[[str, str, dict[str, Any]], None]
 STEPS = ("demo", "serve", "search", "cube", "scenarios", "records", "train", "evaluate", "predict", "evaluate_map",
-         "explain", "interactions", "report")
+         "explain", "interactions", "project", "report")
 
 
 class _Frozen(BaseModel):
@@ -133,6 +134,7 @@ class PipelineConfig(_Frozen):
     evaluate_map: MapEvaluateConfig | None = None
     explain: ExplainConfig | None = None
     interactions: InteractionsConfig | None = None
+    project: ProjectConfig | None = None  # the model onto the scenario cubes (docs/scenarios.md)
     report: ReportStep | None = None
     plan: PlanHints | None = None  # hints for `geosdm plan`; no step runs from it
 
@@ -225,6 +227,8 @@ def run_pipeline(
                 result.outputs["explain"] = _run_explain(config.explain, result.outputs.get("train"), emit, progress, client)  # type: ignore[arg-type]
             elif step == "interactions":
                 result.outputs["interactions"] = _run_interactions(config.interactions, emit, progress, client)  # type: ignore[arg-type]
+            elif step == "project":
+                result.outputs["project"] = _run_project(config, emit, progress, client)
             elif step == "report":
                 result.outputs["report"] = _run_report(config, log_lines, emit)
     return result
@@ -417,6 +421,24 @@ def _run_interactions(cfg: InteractionsConfig, emit: Event, progress: bool, clie
     return report
 
 
+def _run_project(config: PipelineConfig, emit: Event, progress: bool, client: Any | None) -> Any:
+    """The project step, its unset inputs taken from the other steps (geosdm.project.pipeline_defaults)."""
+    from geosdm.project.run import pipeline_defaults, run_projection
+
+    if config.scenarios is None:
+        raise InputError("the project step needs a scenarios step (the scenario cubes to project onto)")
+    cfg = pipeline_defaults(config)
+    emit("project", f"projecting {cfg.model} onto {len(cfg.names or config.scenarios.futures)} scenario(s) -> "
+                    f"{cfg.output}", {})
+    report = run_projection(cfg, scenarios=config.scenarios, client=client, progress=progress)
+    s = report.summary()
+    emit("project", f"{len(report.stores)} stores ({sum(s['resumed'].values())} tiles resumed), mean range change "
+                    f"{ {k: round(v, 1) for k, v in s['mean_range_change_pct'].items()} } %, mean centroid shift "
+                    f"{ {k: round(v) for k, v in s['mean_shift_m'].items()} } m, {s['cogs']} COGs, STAC {s['stac']} "
+                    f"in {s['seconds']:.1f} s", {"report": report})
+    return report
+
+
 def _step_sections(title: str, folder: Path, skip: Sequence[str] = ()) -> list[Any]:
     """A report section from a step's output folder: its ``summary.json`` scalars and its PNG figures (but
     ``skip``, file names drawn elsewhere in the report)."""
@@ -529,6 +551,10 @@ def _run_report(config: PipelineConfig, log_lines: list[str], emit: Event) -> An
     mess_store = Path(config.explain.output) / "mess.zarr" if config.explain is not None else None
     if mess_store is not None and mess_store.exists():  # drawn here (readable), not the explain step's PNG
         sections.append(mess_section(mess_store, config.explain.cube))  # type: ignore[union-attr]
+    if config.project is not None and Path(config.project.output).is_dir():
+        from geosdm.project.report import projection_sections
+
+        sections += projection_sections(config.project.output, n_maps=min(step.n_maps, 4))
     for name in ("evaluate", "evaluate_map", "explain", "interactions"):
         cfg = getattr(config, name, None)
         if cfg is not None and getattr(cfg, "output", None):

@@ -51,8 +51,8 @@ def _main(verbose: int = typer.Option(0, "--verbose", "-v", count=True,
 
 def _register() -> None:
     """Attach sub-command groups; each module owns one group."""
-    from geosdm.cli import (_cube, _demo, _evaluate, _explain, _interactions, _plan, _predict, _records, _run, _scenario,
-                            _serve, _train)
+    from geosdm.cli import (_cube, _demo, _evaluate, _explain, _interactions, _plan, _predict, _project, _records, _run,
+                            _scenario, _serve, _train)
 
     app.add_typer(_demo.app, name="demo")
     app.add_typer(_cube.app, name="cube")
@@ -63,6 +63,7 @@ def _register() -> None:
     app.add_typer(_evaluate.app, name="evaluate")
     app.add_typer(_explain.app, name="explain")
     app.add_typer(_interactions.app, name="interactions")
+    app.add_typer(_project.app, name="project")
     app.command("serve")(_serve.serve)
     app.command("run")(_run.run)
     app.command("plan")(_plan.plan)
