@@ -148,9 +148,12 @@ class PipelineResult:
 
 
 def pipeline_dirs() -> list[Path]:
-    """Folders holding shipped pipelines: ``$GEOSDM_PIPELINES`` entries, then the checkout's ``pipelines/``."""
+    """Folders holding shipped pipelines: ``$GEOSDM_PIPELINES`` entries, then the checkout's ``pipelines/``, then
+    the installed package's ``geosdm/pipelines`` (a wheel ships them there; :func:`geosdm.resources.shipped_dirs`)."""
+    from geosdm.resources import shipped_dirs
+
     dirs = [Path(p) for p in os.environ.get("GEOSDM_PIPELINES", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "pipelines")
+    dirs += shipped_dirs("pipelines")
     return [d for d in dirs if d.is_dir()]
 
 

@@ -17,8 +17,9 @@ Where ``load_source(name)`` looks
 A path (ending in ``.yaml``/``.yml`` or containing a path separator) is read as given. A bare name is looked up
 as ``<name>.yaml`` in, in order: every folder listed in ``$GEOSDM_CATALOGS`` (``os.pathsep``-separated), then
 the ``catalogs/`` folder of the source checkout that holds the imported ``geosdm`` package (so an editable
-install, ``pip install -e .``, finds the shipped catalogs), then ``geosdm/catalogs/`` inside the package if a
-build ships them there. :func:`catalog_dirs` lists the folders searched; :func:`available_sources` the names.
+install, ``pip install -e .``, finds the shipped catalogs), then ``geosdm/catalogs/`` inside the installed
+package (a wheel ships them there; :func:`geosdm.resources.shipped_dirs`). :func:`catalog_dirs` lists the
+folders searched; :func:`available_sources` the names.
 
 Placeholders
 ------------
@@ -493,8 +494,9 @@ class SourceConfig(_Frozen):
 def catalog_dirs() -> list[Path]:
     """Folders searched by :func:`load_source`, in order (existing ones only)."""
     dirs = [Path(p) for p in os.environ.get("GEOSDM_CATALOGS", "").split(os.pathsep) if p]
-    pkg = Path(__file__).resolve().parent
-    dirs += [pkg.parent / "catalogs", pkg / "catalogs"]
+    from geosdm.resources import shipped_dirs
+
+    dirs += shipped_dirs("catalogs")
     out: list[Path] = []
     for d in dirs:
         if d.is_dir() and d.resolve() not in out:

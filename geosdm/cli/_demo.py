@@ -37,5 +37,8 @@ def run(
     from geosdm.pipeline import load_pipeline, run_pipeline
 
     name = "demo" if preset == "default" else f"demo-{preset}"
-    cfg = load_pipeline(name, env={**os.environ, "GEOSDM_DEMO_DIR": str(out)})
+    # the catalogs the steps load (demo-cmip6-bioclim, ...) substitute ${GEOSDM_DEMO_DIR} from the process's
+    # environment when they are read, not from the pipeline's: set it for the whole run
+    os.environ["GEOSDM_DEMO_DIR"] = str(out)
+    cfg = load_pipeline(name, env=dict(os.environ))
     run_pipeline(cfg, on_event=print_event, progress=True)
