@@ -105,7 +105,7 @@ def test_projection_is_lazy_one_task_per_tile(env, monkeypatch: pytest.MonkeyPat
     assert len(calls) == 1  # every layer of a tile comes from one task
     np.testing.assert_allclose(one.change.sel(scenario="baseline"), 0.0)
     p = one.probability.values
-    np.testing.assert_allclose(one.change.values, p - p[:1], atol=1e-6)
+    np.testing.assert_allclose(one.change.values, p - p[:1], atol=1 / 250 + 1e-6)  # steps of the stored maps
 
 
 def test_truth_recovery_sign_of_change(env) -> None:  # type: ignore[no-untyped-def]
@@ -209,3 +209,43 @@ def test_run_projection_writes_stores_ranges_cogs_and_stac(env, tmp_path: Path) 
     assert item["properties"]["geosdm:scenario"] == "warm2"
     assert item["properties"]["geosdm:scenario_period"] == "2041-2060"
     assert item["properties"]["start_datetime"].startswith("2041-01-01")
+
+
+def test_pipeline_project_step_and_report(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """predict -> interactions -> project -> report on the small demo's cube: the step takes its model, area,
+    table, network and associations from the other steps, and the report shows the change maps."""
+    from geosdm.pipeline import PipelineConfig, run_pipeline
+
+    demo = env["demo"]
+    model_dir = tmp_path / "model"
+    env["model"].save(model_dir)
+    table = tmp_path / "table.parquet"
+    env["table"].to_parquet(table)
+    out = tmp_path / "run"
+    cfg = PipelineConfig.model_validate({
+        "name": "project-test",
+        "scenarios": {"baseline": env["base"], "output": str(env["root"] / "sc"), "futures": FUTURES},
+        "predict": {"model": str(model_dir), "cube": env["base"], "output": str(out / "predictions"),
+                    "area": env["area"], "cogs": False, "stac": False},
+        "interactions": {"predictions": str(out / "predictions" / "probability.zarr"), "edges": str(demo.edges_csv),
+                         "nodes": str(demo.nodes_csv), "surveys": [str(demo.surveys_parquet)],
+                         "output": str(out / "interactions"), "cogs": False, "stac": False, "uncertainty": False},
+        "project": {"output": str(out / "projections"), "table": str(table), "names": ["warm4"],
+                    "cog_variables": ["change"]},
+        "report": {"output": str(out / "report.html"), "n_maps": 2, "odmap": False},
+    })
+    events: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_pipeline(cfg, steps=("predict", "interactions", "project", "report"),
+                           on_event=lambda step, msg, data: events.append(f"[{step}] {msg}"))
+    rep = res.outputs["project"]
+    assert set(rep.stores) == {"baseline", "warm4"}
+    from geosdm.project import open_projection
+
+    ds = open_projection(str(out / "projections"))
+    assert {"enemy_any", "enemy_any_change", "pest_any", "pest_any_change", "spread"} - set(ds.data_vars) == {"spread"}
+    assert any(e.startswith("[project]") and "mean range change" in e for e in events)
+    html = (out / "report.html").read_text()
+    assert "Projections: where the species go" in html and "Range gain and loss" in html
+    assert "pest regulation change" in html

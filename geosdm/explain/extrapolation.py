@@ -31,7 +31,7 @@ from geosdm.errors import InputError, MissingVariableError
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["Reference", "mess", "mess_points", "reference_from"]
+__all__ = ["Reference", "mess", "mess_block", "mess_points", "reference_from"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,13 @@ def _mess_block(ref: Reference, data: np.ndarray, *, variables: tuple[str, ...],
     idx[bad] = np.nan
     parts = [low[None], idx[None]] + ([sim] if per_variable else [])
     return np.concatenate(parts).astype(np.float32)
+
+
+def mess_block(reference: Reference, data: np.ndarray, *, per_variable: bool = False) -> np.ndarray:
+    """MESS of one in-memory block ``(V, by, bx)`` of ``reference.variables`` (in that order): float32
+    ``(2 [+ V], by, bx)``, the MESS, the index of the most dissimilar variable [, per-variable similarity], as
+    :func:`mess` computes per tile (for tile tasks that already hold the covariates, e.g. projections)."""
+    return _mess_block(reference, data, variables=tuple(reference.variables), per_variable=per_variable)
 
 
 def mess_points(reference: Reference, X: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:

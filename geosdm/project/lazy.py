@@ -6,12 +6,14 @@ covariates (read from the scenario stores of :mod:`geosdm.scenarios`, nothing co
 the same task: the change from the baseline, the gain / loss / stable classes after per-species thresholds chosen
 on the baseline, the expected richness, the spread (90 % interval width from the calibrated model's interval model,
 else from the ensemble members via :func:`geosdm.predict.uncertainty.uncertainty_block`) and the MESS against the
-training data (:func:`geosdm.explain.mess_points`). Interaction layers (pest regulation, pest pressure) follow from
+training data (:func:`geosdm.explain.extrapolation.mess_block`, as :func:`geosdm.explain.mess` per tile).
+Interaction layers (pest regulation, pest pressure) follow from
 the projected probabilities with :func:`geosdm.interactions.interaction_layers`. Nothing is computed here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import warnings
 from collections.abc import Mapping, Sequence
@@ -77,6 +79,8 @@ class _Scenario:
     rows: tuple[int, ...]  # positions in the model's variables replaced by the scenario
     replaced: tuple[str, ...]
     reader: _Reader | None
+    reference: Any = None  # the MESS reference of the replaced variables the reference holds
+    reference_rows: tuple[int, ...] = ()  # their positions in the reference's variables
 
 
 @dataclass(frozen=True)
@@ -132,37 +136,45 @@ def _tile(model: MultiSpeciesSDM, reference: Reference | None, *, plan: _Plan,
         if plan.spread == "samples":
             from geosdm.predict.uncertainty import uncertainty_block
 
-            u = uncertainty_block(model, data, inputs=plan.inputs, offset=plan.offset, quantiles=(0.05, 0.95),
+            u = uncertainty_block(model, data, inputs=plan.inputs, offset=plan.offset, quantiles=(0.5,),
                                   calibrate=plan.calibrate, batch_size=plan.batch_size)
             p = u[0]
-            spreads.append(u[3] - u[2])
+            spreads.append(u[1])
         else:
             p = predict_block(model, data, inputs=plan.inputs, outputs=spec, batch_size=plan.batch_size)[0]
             if plan.calibrate:
                 p = model.calibrator_.transform(p, axis=0, out=p)  # type: ignore[attr-defined]
             if plan.spread == "model":
-                lo, hi = error.quantiles(p, (0.05, 0.95))
-                spreads.append(np.asarray(hi, np.float32) - np.asarray(lo, np.float32))
+                spreads.append(np.asarray(error.sd(p), np.float32))
         probs.append(np.asarray(p, dtype=np.float32))
-        if reference is not None:
-            from geosdm.explain import mess_points
+    if reference is not None:  # per-variable similarity once on the baseline; a scenario recomputes only the
+        from geosdm.explain.extrapolation import mess_block  # variables it replaces
 
-            cells = {v: data[r].ravel() for v, r in zip(plan.reference_vars, plan.reference_rows)}
-            frame = mess_points(reference, cells)
-            index = {v: float(i) for i, v in enumerate(reference.variables)}
-            mess.append(frame["mess"].to_numpy(np.float32).reshape(data.shape[1:]))
-            dissimilar.append(np.array([index.get(v, np.nan) if v is not None else np.nan
-                                        for v in frame["most_dissimilar"]], np.float32).reshape(data.shape[1:]))
+        sim = mess_block(reference, base[list(plan.reference_rows)], per_variable=True)[2:]
+        for data, sc in zip(stacks, (None, *plan.scenarios)):
+            s_sim = sim
+            if sc is not None and sc.reference is not None:
+                s_sim = sim.copy()
+                s_sim[list(sc.reference_rows)] = mess_block(
+                    sc.reference, data[[plan.reference_rows[i] for i in sc.reference_rows]], per_variable=True)[2:]
+            bad = ~np.isfinite(s_sim).all(axis=0)
+            filled = np.where(np.isfinite(s_sim), s_sim, np.inf)
+            low, idx = filled.min(axis=0), filled.argmin(axis=0).astype(np.float32)
+            low[bad], idx[bad] = np.nan, np.nan
+            mess.append(low.astype(np.float32))
+            dissimilar.append(idx)
     P = np.stack(probs)
     valid = np.isfinite(P).all(axis=1)
     richness = np.where(valid, np.nan_to_num(P).sum(axis=1), np.nan).astype(np.float32)
-    out = {"probability": P, "change": (P - P[:1]).astype(np.float32), "richness": richness,
-           "richness_change": (richness - richness[:1]).astype(np.float32)}
+    q = np.rint(P * np.float32(250.0))  # the change of the stored (uint8, 1/250) maps: exact, and it compresses
+    out = {"probability": P, "change": (q - q[:1]) / np.float32(250.0), "richness": richness,
+           "richness_change": richness - richness[:1]}
     if plan.thresholds is not None:
-        t = np.asarray(plan.thresholds, np.float32)[None, :, None, None]
-        pres = P >= t
-        cls = np.where(pres, np.where(pres[:1], 1, 2), np.where(pres[:1], 3, 0)).astype(np.float32)
-        out["change_class"] = np.where(np.isfinite(P), cls, np.nan).astype(np.float32)
+        pres = P >= np.asarray(plan.thresholds, np.float32)[None, :, None, None]
+        one, two, three, zero = (np.uint8(v) for v in (1, 2, 3, 0))
+        cls = np.where(pres, np.where(pres[:1], one, two), np.where(pres[:1], three, zero)).astype(np.float32)
+        cls[np.isnan(P)] = np.nan
+        out["change_class"] = cls
     if spreads:
         out["spread"] = np.stack(spreads).astype(np.float32)
     if mess:
@@ -172,11 +184,12 @@ def _tile(model: MultiSpeciesSDM, reference: Reference | None, *, plan: _Plan,
 
 _LONG = {
     "probability": "presence probability",
-    "change": "change of presence probability from the baseline (scenario - baseline)",
+    "change": "change of presence probability from the baseline (scenario - baseline, in steps of 1/250)",
     "change_class": "range change after the baseline threshold: 0 absent, 1 stable presence, 2 gain, 3 loss",
     "richness": "expected number of species present (sum of presence probabilities)",
     "richness_change": "change of expected richness from the baseline",
-    "spread": "width of the 90 % interval of the presence probability",
+    "spread": "standard deviation of the true presence probability around the map (interval model) or of the "
+              "ensemble members' probabilities",
     "mess": "multivariate environmental similarity (MESS) to the training data; < 0: extrapolation",
     "most_dissimilar": "index of the most dissimilar variable (MESS)",
 }
@@ -314,6 +327,18 @@ def project(
     if reference is not None and (missing := [v for v in ref_vars if v not in variables]):
         raise InputError(f"the MESS reference has variables {missing} the model does not read; build it from "
                          "model.feature_names_")
+    if reference is not None:
+        from geosdm.explain import Reference
+
+        for i, sc in enumerate(plans):
+            rows = tuple(j for j, v in enumerate(ref_vars) if v in sc.replaced)
+            if rows:
+                sub = Reference({ref_vars[j]: reference.numeric[ref_vars[j]] for j in rows if ref_vars[j] in
+                                 reference.numeric},
+                                {ref_vars[j]: reference.categories[ref_vars[j]] for j in rows if ref_vars[j] in
+                                 reference.categories})
+                order = tuple(ref_vars.index(v) for v in sub.variables)
+                plans[i] = dataclasses.replace(sc, reference=sub, reference_rows=order)
     plan = _Plan(inputs, _reader(base_src, variables, storage_options), tuple(plans), m.link_,
                  area_offset(m, area) if m.link_ == "cloglog" else 0.0, calibrate, kind, thr,
                  tuple(variables.index(v) for v in ref_vars), ref_vars, int(batch_size))

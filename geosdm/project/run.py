@@ -310,8 +310,7 @@ def run_projection(config: ProjectConfig, *, model: Any = None, scenarios: Any =
     if config.mess and table is not None:
         from geosdm.explain import reference_from
 
-        train = table[table["kind"].astype(str) != "background"] if "kind" in table else table
-        reference = reference_from(train, list(m.feature_names_), model=m)
+        reference = reference_from(table, list(m.feature_names_), model=m)  # as the explain step's MESS
     net, assoc = _network(config)
     proj = project(m, baseline, scenarios, names=config.names, area=config.area, thresholds=thresholds,
                    reference=reference, spread=config.spread, network=net, associations=assoc,
