@@ -94,8 +94,9 @@ class BinaryMaps(_Frozen):
     """Binary presence maps in the report: the threshold rule (geosdm.evaluate's rules on the map's values at
     the training records, see geosdm.report.sections.binary_thresholds) or a fixed ``value``."""
 
-    rule: Literal["max_tss", "p10_training_presence", "fixed"] = "max_tss"
-    value: float | None = Field(default=None, ge=0, le=1, description="The threshold of rule 'fixed'.")
+    rule: Literal["max_tss", "sens_eq_spec", "p10_training_presence", "fixed_cumulative", "fixed"] = "max_tss"
+    value: float | None = Field(default=None, ge=0, description="The threshold of rule 'fixed' (in [0, 1]), or the "
+                                "percent of rule 'fixed_cumulative' (default 10).")
 
 
 class ReportStep(_Frozen):

@@ -267,3 +267,19 @@ def test_boyce_table_per_species_and_fold() -> None:
     assert a.loc["a", "boyce"] > 0.5 and a.loc["b", "boyce"] < 0
     assert a.loc["a", "boyce"] == pytest.approx(boyce_index(po.score[:60], bg["a"]))
     assert set(t["fold"]) == {"all", "0", "1"} and a.loc["macro", "n_presence"] == 120
+
+
+def test_sensitivity_equals_specificity_and_fixed_cumulative_thresholds() -> None:
+    from geosdm.evaluate import threshold_fixed_cumulative, threshold_sens_eq_spec
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(500), np.zeros(500)]
+    score = np.r_[rng.normal(1, 1, 500), rng.normal(0, 1, 500)]
+    th = threshold_sens_eq_spec(y, score)
+    assert abs(th.sensitivity - th.specificity) < 0.01 and 0.3 < th.threshold < 0.7  # halfway between the means
+    values = rng.uniform(0, 1, 10_000)
+    t10 = threshold_fixed_cumulative(values, percent=10.0)
+    below = np.sort(values)[np.sort(values) < t10]
+    assert abs(below.sum() / values.sum() - 0.10) < 0.002
+    with pytest.raises(InputError, match="percent"):
+        threshold_fixed_cumulative(values, percent=0)

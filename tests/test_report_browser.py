@@ -145,3 +145,19 @@ def test_chromium_draws_every_image_and_the_page(report: Path, tmp_path: Path) -
     assert float(page.std()) > 0.05, "the screenshot is one flat colour: the page did not render"
     top = page[:1500]
     assert float((top < 0.95).mean()) > 0.05, "the first screen of the report is empty"
+
+
+@pytest.mark.parametrize("rule,value", [("max_tss", None), ("sens_eq_spec", None), ("p10_training_presence", None),
+                                        ("fixed_cumulative", 10.0), ("fixed", 0.3)])
+def test_every_threshold_rule_names_itself_and_its_value(rule: str, value: float | None, tmp_path: Path) -> None:
+    from geosdm.report.sections import RULES, binary_thresholds
+
+    _tiny_run(tmp_path)
+    prob = xr.open_zarr(tmp_path / "probability.zarr")["probability"]
+    th = binary_thresholds(prob, tmp_path / "training.parquet", ["common_sp", "rare_sp"], rule=rule,  # type: ignore[arg-type]
+                           value=value)
+    assert (th["rule"] == RULES[rule]).all() and np.isfinite(th.loc["common_sp", "threshold"])
+    if rule == "sens_eq_spec":
+        assert abs(th.loc["common_sp", "sensitivity"] - th.loc["common_sp", "specificity"]) < 0.15
+    if rule == "fixed":
+        assert (th["threshold"] == 0.3).all()

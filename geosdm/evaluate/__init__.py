@@ -25,7 +25,9 @@ from geosdm.evaluate.metrics import (
     pr_auc,
     roc_auc,
     threshold_at_sensitivity,
+    threshold_fixed_cumulative,
     threshold_max_tss,
+    threshold_sens_eq_spec,
     tss,
 )
 from geosdm.evaluate.plots import metric_table_figure, reliability_diagram, save_figures, species_metric_plot
@@ -79,7 +81,9 @@ __all__ = [
     "species_metrics",
     "summary",
     "threshold_at_sensitivity",
+    "threshold_fixed_cumulative",
     "threshold_max_tss",
+    "threshold_sens_eq_spec",
     "top_k_table",
     "tss",
 ]

@@ -189,6 +189,43 @@ def threshold_at_sensitivity(y_true: Any, y_score: Any, *, sensitivity: float = 
     return Threshold(float(thr[k]), float(sens[k] + spec[k] - 1.0), float(sens[k]), float(spec[k]))
 
 
+def threshold_sens_eq_spec(y_true: Any, y_score: Any, *, sample_weight: Any = None) -> Threshold:
+    """The threshold where sensitivity equals specificity (the one minimising their difference; the higher on
+    ties), Liu et al. (2005)'s ``sens = spec`` rule.
+
+    Example
+    -------
+    >>> threshold_sens_eq_spec([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]).threshold
+    0.4
+    """
+    r = _rates(y_true, y_score, sample_weight)
+    if r is None:
+        return _NAN_THRESHOLD
+    thr, sens, spec = r
+    gap = np.abs(sens - spec)
+    k = int(np.flatnonzero(gap <= gap.min() + 1e-12)[0])
+    return Threshold(float(thr[k]), float(sens[k] + spec[k] - 1.0), float(sens[k]), float(spec[k]))
+
+
+def threshold_fixed_cumulative(map_values: Any, *, percent: float = 10.0) -> float:
+    """Maxent's "fixed cumulative value" rule on a probability map: the value below which the map's lowest cells
+    hold ``percent`` % of its summed probability (cells with lower values are called absent).
+
+    Example
+    -------
+    >>> threshold_fixed_cumulative([0.0, 0.1, 0.1, 0.2, 0.6], percent=10.0)
+    0.1
+    """
+    if not 0 < float(percent) < 100:
+        raise InputError(f"percent={percent} must be in (0, 100), e.g. 10 (Maxent's fixed cumulative value 10)")
+    v = np.sort(np.asarray(map_values, dtype="float64").ravel())
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.sum() <= 0:
+        return float("nan")
+    cum = np.cumsum(v) / v.sum()
+    return float(v[min(int(np.searchsorted(cum, float(percent) / 100.0)), v.size - 1)])
+
+
 def boyce_index(presence_score: Any, background_score: Any, *, n_points: int = 101, window: float | None = None,
                 drop_duplicates: bool = True) -> float:
     """Continuous Boyce index (Hirzel et al. 2006) of presence-only data, computed as ``ecospat.boyce``.

@@ -22,11 +22,13 @@ from geosdm.report.maps import NODATA_COLOR, binary_map
 
 __all__ = ["RULES", "binary_section", "binary_thresholds", "mess_section", "nodata_text", "odmap_section"]
 
-ThresholdRule = Literal["max_tss", "p10_training_presence", "fixed"]
+ThresholdRule = Literal["max_tss", "sens_eq_spec", "p10_training_presence", "fixed_cumulative", "fixed"]
 #: Rule name -> how the report names it.
 RULES = {
     "max_tss": "max TSS",
+    "sens_eq_spec": "sensitivity = specificity",
     "p10_training_presence": "10th-percentile training presence",
+    "fixed_cumulative": "fixed cumulative value",
     "fixed": "fixed threshold",
 }
 
@@ -38,7 +40,10 @@ def binary_thresholds(prob: xr.DataArray, table: str | PathLike[str] | pd.DataFr
     ``max_tss``: the threshold maximising sensitivity + specificity - 1 of the map's values at the species'
     presence/absence survey plots (presences against background points when it has no survey absence);
     ``p10_training_presence``: the value that keeps 90 % of the species' training presences (all record kinds)
-    above it, i.e. the 10th percentile of the map at them; ``fixed``: ``value`` for every species.
+    above it, i.e. the 10th percentile of the map at them; ``sens_eq_spec``: where sensitivity equals
+    specificity (same data as ``max_tss``); ``fixed_cumulative``: Maxent's fixed cumulative value ``value`` (%,
+    default 10) of the species' map (the cells holding the lowest ``value`` % of its summed probability are
+    absent); ``fixed``: ``value`` for every species.
 
     Returns
     -------
@@ -46,11 +51,20 @@ def binary_thresholds(prob: xr.DataArray, table: str | PathLike[str] | pd.DataFr
         Indexed by species: ``rule``, ``threshold``, ``tss``, ``sensitivity``, ``specificity``, ``n_presence``,
         ``n_absence`` and ``against`` (what the presences were compared with).
     """
-    from geosdm.evaluate import Threshold, threshold_at_sensitivity, threshold_max_tss, tss
+    from geosdm.evaluate import (
+        Threshold,
+        threshold_at_sensitivity,
+        threshold_fixed_cumulative,
+        threshold_max_tss,
+        threshold_sens_eq_spec,
+        tss,
+    )
     from geosdm.evaluate.sites import values_at_sites
 
     if rule not in RULES:
         raise InputError(f"threshold rule {rule!r} is not one of {sorted(RULES)}")
+    if rule == "fixed_cumulative" and value is not None and not 0 < float(value) < 100:
+        raise InputError("the 'fixed_cumulative' threshold rule takes `value:` as a percent in (0, 100), e.g. 10")
     if rule == "fixed" and (value is None or not 0 <= float(value) <= 1):
         raise InputError("the 'fixed' threshold rule needs `value:` in [0, 1]")
     t = table if isinstance(table, pd.DataFrame) else pd.read_parquet(table, columns=["species", "x", "y", "crs",
@@ -68,7 +82,7 @@ def binary_thresholds(prob: xr.DataArray, table: str | PathLike[str] | pd.DataFr
         pres = np.flatnonzero(mine & (kind != "background") & (t["value"].to_numpy(dtype="float64") > 0))
         absent = np.flatnonzero(mine & (kind == "presence_absence") & (t["value"].to_numpy(dtype="float64") == 0))
         score = values[s].to_numpy()[site_of]
-        if rule == "max_tss" and absent.size:
+        if rule in ("max_tss", "sens_eq_spec") and absent.size:
             surveyed = np.flatnonzero(mine & (kind == "presence_absence"))
             y, p, against = (t["value"].to_numpy()[surveyed] > 0).astype(int), score[surveyed], "survey absences"
             n_pres, n_abs = int(y.sum()), int((y == 0).sum())
@@ -80,10 +94,13 @@ def binary_thresholds(prob: xr.DataArray, table: str | PathLike[str] | pd.DataFr
         y, p = y[ok], p[ok]
         if rule == "max_tss":
             th = threshold_max_tss(y, p)
+        elif rule == "sens_eq_spec":
+            th = threshold_sens_eq_spec(y, p)
         elif rule == "p10_training_presence":
             th = threshold_at_sensitivity(y, p, sensitivity=0.9)
         else:
-            thr = float(value)  # type: ignore[arg-type]
+            thr = (threshold_fixed_cumulative(prob.sel(species=s).values, percent=10.0 if value is None else value)
+                   if rule == "fixed_cumulative" else float(value))  # type: ignore[arg-type]
             pos, neg = p[y == 1], p[y == 0]
             sens = float((pos >= thr).mean()) if pos.size else float("nan")
             spec = float((neg < thr).mean()) if neg.size else float("nan")
