@@ -1,7 +1,7 @@
 """Build a covariate cube tile by tile: search -> plan -> create the sharded store -> tiles -> report.
 
 Each tile (one Zarr shard of every variable) is one task: locally a loop with a progress bar, on a
-``dask.distributed`` cluster one future per tile (the plan, with its Items, is scattered once). Tiles already
+``dask.distributed`` cluster one future per tile (the plan, with its Items, is sent once, as a task's result). Tiles already
 marked done are skipped, so a rerun after a kill completes only the missing tiles; tiles whose markers record
 Items that failed to read are rebuilt by a rerun (``retry_failed``), so an outage during a build is repaired by
 rerunning it once the Items can be read.
@@ -239,7 +239,9 @@ def build_cube(
         else:
             from dask.distributed import as_completed
 
-            plans_f = client.scatter(plans, broadcast=True)
+            from geosdm.io.tasks import shared_input
+
+            plans_f = shared_input(client, plans, key=f"cube-plans-{fp}")
             futures = [
                 client.submit(_run_tile, t, plans_f, store, config.backend, config.retries, 1, key=f"cube-tile-{fp}-{t.index[0]}-{t.index[1]}", pure=False)
                 for t in todo

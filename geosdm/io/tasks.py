@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["run_tasks", "connect"]
+__all__ = ["run_tasks", "connect", "shared_input"]
 
 
 def _bar(total: int, initial: int, enabled: bool, desc: str, unit: str) -> Any:
@@ -67,3 +67,15 @@ def run_tasks(tasks: Sequence[Any], *, client: Any | None, progress: bool, total
         return results
     finally:
         bar.close()
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def shared_input(client: Any, value: Any, *, key: str) -> Any:
+    """A future holding ``value`` for many tasks of ``client``, made by a task (not ``client.scatter``): when the
+    workers holding it die (an OOM kill, a pre-empted node), the scheduler recomputes it from its task, where
+    scattered data would be lost for good ("lost scattered data, which can't be recovered") and every task
+    depending on it would fail."""
+    return client.submit(_identity, value, key=key, pure=False)

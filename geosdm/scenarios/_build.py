@@ -378,7 +378,9 @@ def build_scenario(
         else:
             from dask.distributed import as_completed
 
-            plan_f = client.scatter(plan, broadcast=True)
+            from geosdm.io.tasks import shared_input
+
+            plan_f = shared_input(client, plan, key=f"scenario-plan-{fp}")
             futures = [client.submit(_run_tile, t, plan_f, store, 1, key=f"scenario-tile-{fp}-{t.index[0]}-{t.index[1]}",
                                      pure=False) for t in todo]
             for fut in as_completed(futures):
