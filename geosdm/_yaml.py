@@ -58,28 +58,30 @@ def substitute_env(value: Any, env: Mapping[str, str] | None = None, *, origin: 
     """
     env = os.environ if env is None else env
 
-    def sub(v: Any, path: str) -> Any:
-        if isinstance(v, str):
+    def repl(m: re.Match[str], path: str) -> str:
+        var, default = m.group(1), m.group(2)
+        if var in env:
+            return env[var]
+        if default is not None:
+            return default
+        raise InputError(
+            f"{origin}: `{path or '<top>'}` refers to environment variable {var!r}, which is not set; set "
+            f"it (export {var}=...) or give a default in the file (${{{var}:-default}})"
+        )
 
-            def repl(m: re.Match[str]) -> str:
-                var, default = m.group(1), m.group(2)
-                if var in env:
-                    return env[var]
-                if default is not None:
-                    return default
-                raise InputError(
-                    f"{origin}: `{path or '<top>'}` refers to environment variable {var!r}, which is not set; set "
-                    f"it (export {var}=...) or give a default in the file (${{{var}:-default}})"
-                )
+    return map_strings(value, lambda v, path: _ENV_RE.sub(lambda m: repl(m, path), v), key)
 
-            return _ENV_RE.sub(repl, v)
-        if isinstance(v, Mapping):
-            return {k: sub(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()}
-        if isinstance(v, list):
-            return [sub(x, f"{path}[{i}]") for i, x in enumerate(v)]
-        return v
 
-    return sub(value, key)
+def map_strings(value: Any, func: Any, path: str = "") -> Any:
+    """``value`` (nested mappings and lists, as read from YAML) with every string ``s`` replaced by
+    ``func(s, path)``, ``path`` being its dotted key (``train.model``, ``inputs[0]``) for error messages."""
+    if isinstance(value, str):
+        return func(value, path)
+    if isinstance(value, Mapping):
+        return {k: map_strings(x, func, f"{path}.{k}" if path else str(k)) for k, x in value.items()}
+    if isinstance(value, list):
+        return [map_strings(x, func, f"{path}[{i}]") for i, x in enumerate(value)]
+    return value
 
 
 def read_yaml(path: str | PathLike[str], *, what: str = "configuration", substitute: bool = True,

@@ -44,7 +44,7 @@ from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, WrapSerializer, model_validator
 
-from geosdm._yaml import substitute_env
+from geosdm._yaml import map_strings, substitute_env
 from geosdm.errors import InputError
 
 __all__ = [
@@ -630,21 +630,16 @@ def fill_parameters(raw: Mapping[str, Any], values: Mapping[str, Any] | None = N
         except ValueError as err:
             raise InputError(f"{origin}: {err}; {spec.description or 'see the definition'}") from None
 
+    def repl(m: re.Match[str], where: str) -> str:
+        name, how = m.group(1), m.group(2)
+        if name not in filled:
+            raise InputError(f"{origin}: `{where}` uses template {{{name}}}, which is not a declared "
+                             f"parameter {sorted(filled)}; declare it under `parameters:`")
+        out = filled[name]
+        return out.lower() if how == "lower" else out.upper() if how == "upper" else out
+
     def sub(v: Any, where: str) -> Any:
-        if isinstance(v, str):
-            def repl(m: re.Match[str]) -> str:
-                name, how = m.group(1), m.group(2)
-                if name not in filled:
-                    raise InputError(f"{origin}: `{where}` uses template {{{name}}}, which is not a declared "
-                                     f"parameter {sorted(filled)}; declare it under `parameters:`")
-                out = filled[name]
-                return out.lower() if how == "lower" else out.upper() if how == "upper" else out
-            return _TEMPLATE.sub(repl, v)
-        if isinstance(v, Mapping):
-            return {k: sub(x, f"{where}.{k}" if where else str(k)) for k, x in v.items()}
-        if isinstance(v, list):
-            return [sub(x, f"{where}[{i}]") for i, x in enumerate(v)]
-        return v
+        return map_strings(v, lambda s, path: _TEMPLATE.sub(lambda m: repl(m, path), s), where)
 
     out = {k: (v if k == "parameters" else sub(v, k)) for k, v in raw.items()}
     out["parameter_values"] = filled
