@@ -245,6 +245,34 @@ def _loglik(y_s: np.ndarray, y_t: np.ndarray, d_s: np.ndarray, d_t: np.ndarray, 
     return float(np.sum(np.log(np.clip(pr, _EPS_TINY, 1.0))))
 
 
+def survey_inputs(network: Network, surveys: pd.DataFrame | SurveyMatrix,
+                  probability: xr.DataArray | xr.Dataset | pd.DataFrame,
+                  detection: Literal["estimate", "perfect"] | float | Mapping[str, float] = "estimate",
+                  ) -> tuple[SurveyMatrix, list[str], pd.DataFrame, dict[str, float]]:
+    """What a co-occurrence fit reads: the survey matrix, the network's surveyed species, their marginal
+    probabilities at the plots and the per-visit detection probabilities (estimated, perfect or given)."""
+    sm = surveys if isinstance(surveys, SurveyMatrix) else survey_matrix(surveys)
+    species = [s for s in network.species if s in sm.visits.columns]
+    if isinstance(probability, pd.DataFrame):
+        marg = probability.reindex(index=sm.plots.index, columns=species).astype(float)
+    else:
+        marg = marginals_at(probability, sm.plots, species)
+    if isinstance(detection, str):
+        if detection == "estimate":
+            dprob = estimate_detection(sm)
+        elif detection == "perfect":
+            dprob = {str(s): 1.0 for s in sm.visits.columns}
+        else:
+            raise InputError(f"detection={detection!r}: use 'estimate', 'perfect', a probability or a mapping")
+    elif isinstance(detection, Mapping):
+        dprob = {str(s): float(detection.get(str(s), 1.0)) for s in sm.visits.columns}
+    else:
+        dprob = {str(s): float(detection) for s in sm.visits.columns}
+    if any(not (0 < v <= 1) for v in dprob.values()):
+        raise InputError(f"detection probabilities must be in (0, 1]; got {dprob}")
+    return sm, species, marg, dprob
+
+
 def fit_associations(
     network: Network,
     surveys: pd.DataFrame | SurveyMatrix,
@@ -297,25 +325,7 @@ def fit_associations(
     """
     from scipy.optimize import minimize_scalar
 
-    sm = surveys if isinstance(surveys, SurveyMatrix) else survey_matrix(surveys)
-    species = [s for s in network.species if s in sm.visits.columns]
-    if isinstance(probability, pd.DataFrame):
-        marg = probability.reindex(index=sm.plots.index, columns=species).astype(float)
-    else:
-        marg = marginals_at(probability, sm.plots, species)
-    if isinstance(detection, str):
-        if detection == "estimate":
-            dprob = estimate_detection(sm)
-        elif detection == "perfect":
-            dprob = {str(s): 1.0 for s in sm.visits.columns}
-        else:
-            raise InputError(f"detection={detection!r}: use 'estimate', 'perfect', a probability or a mapping")
-    elif isinstance(detection, Mapping):
-        dprob = {str(s): float(detection.get(str(s), 1.0)) for s in sm.visits.columns}
-    else:
-        dprob = {str(s): float(detection) for s in sm.visits.columns}
-    if any(not (0 < v <= 1) for v in dprob.values()):
-        raise InputError(f"detection probabilities must be in (0, 1]; got {dprob}")
+    sm, species, marg, dprob = survey_inputs(network, surveys, probability, detection)
     v = sm.visits.reindex(columns=species, fill_value=0).to_numpy()
     y = (sm.detections.reindex(columns=species, fill_value=0).to_numpy() > 0).astype(float)
     delta = 1.0 - (1.0 - np.array([dprob.get(s, 1.0) for s in species]))[None, :] ** v

@@ -40,7 +40,7 @@ import xarray as xr
 from scipy import special
 
 from geosdm.errors import InputError
-from geosdm.interactions.cooccurrence import Associations, SurveyMatrix, estimate_detection, fit_associations
+from geosdm.interactions.cooccurrence import Associations, SurveyMatrix, fit_associations
 from geosdm.interactions.layers import _LONG_NAMES, Method, _Plan, _prepare, _tile
 from geosdm.interactions.network import Network, NetworkMatch
 from geosdm.models.intervals import STEP, ErrorModel, outward
@@ -72,21 +72,12 @@ def association_samples(network: Network | NetworkMatch, surveys: pd.DataFrame |
     -------
     >>> sets = association_samples(match, read_records("surveys.parquet"), prob, n=16)  # doctest: +SKIP
     """
-    from geosdm.interactions.cooccurrence import marginals_at, survey_matrix
+    from geosdm.interactions.cooccurrence import survey_inputs
 
     if int(n) < 1:
         raise InputError(f"n={n} must be >= 1 bootstrap fits")
     net = network.network if isinstance(network, NetworkMatch) else network
-    sm = surveys if isinstance(surveys, SurveyMatrix) else survey_matrix(surveys)
-    species = [s for s in net.species if s in sm.visits.columns]
-    if isinstance(probability, pd.DataFrame):
-        marg = probability.reindex(index=sm.plots.index, columns=species).astype(float)
-    else:
-        marg = marginals_at(probability, sm.plots, species)
-    if isinstance(detection, str):
-        dprob = (estimate_detection(sm) if detection == "estimate" else {str(s): 1.0 for s in sm.visits.columns})
-    else:
-        dprob = detection  # type: ignore[assignment]
+    sm, _, marg, dprob = survey_inputs(net, surveys, probability, detection)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
     out = []
     m = len(sm.plots)
