@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from typing import Any, Final
 
@@ -87,13 +87,14 @@ def _needs_xarray_decoding(var: xr.DataArray) -> bool:
 
 
 def cube_source(
-    cube: xr.Dataset | str | PathLike[str],
+    cube: CubeSource | xr.Dataset | str | PathLike[str],
     *,
     variables: Iterable[str] | None = None,
     n_threads: int | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> CubeSource:
-    """Open a cube for chunk-wise numpy reads.
+    """Open a cube for chunk-wise numpy reads (an already opened :class:`CubeSource` is reused, restricted to
+    ``variables``: its store was checked once).
 
     Raises
     ------
@@ -108,6 +109,12 @@ def cube_source(
     """
     import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 
+    if isinstance(cube, CubeSource):
+        names = list(cube.variables) if variables is None else [str(v) for v in variables]
+        missing = [v for v in names if v not in cube.variables]
+        if missing:
+            raise MissingVariableError(f"cube lacks variable(s) {missing}; it has {list(cube.variables)}")
+        return replace(cube, variables=tuple(names), n_threads=n_threads if n_threads is not None else cube.n_threads)
     path: str | None = None
     if isinstance(cube, xr.Dataset):
         ds = cube

@@ -19,7 +19,7 @@ from odc.geo.geobox import GeoBox
 
 from geosdm.errors import GridError, InputError
 from geosdm.records.coords import cell_centres
-from geosdm.records._cube import cube_source
+from geosdm.records._cube import CubeSource, cube_source
 from geosdm.records.effort import record_counts
 from geosdm.records.schema import conform, crs_string
 
@@ -35,14 +35,15 @@ Seed = int | np.random.Generator | None
 
 
 def valid_mask(
-    cube: xr.Dataset | str | PathLike[str], *, variables: Iterable[str] | None = None, n_threads: int | None = None
+    cube: CubeSource | xr.Dataset | str | PathLike[str], *, variables: Iterable[str] | None = None,
+    n_threads: int | None = None,
 ) -> np.ndarray:
     """Boolean ``(y, x)`` mask of cells where every covariate is finite (reads the cube chunk by chunk).
 
     Parameters
     ----------
     cube
-        Covariate cube or the path of its Zarr store.
+        Covariate cube, the path of its Zarr store, or an opened :class:`CubeSource`.
     variables
         Covariates that must be valid (default: all except QA ``s2_count_*``).
 

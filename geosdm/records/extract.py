@@ -192,7 +192,7 @@ def extract_at(
 
 
 def extract_covariates(
-    cube: xr.Dataset | str | PathLike[str],
+    cube: CubeSource | xr.Dataset | str | PathLike[str],
     records: pd.DataFrame,
     *,
     variables: Iterable[str] | None = None,
@@ -204,7 +204,7 @@ def extract_covariates(
     Parameters
     ----------
     cube
-        Covariate cube or the path/URL of its Zarr store.
+        Covariate cube, the path/URL of its Zarr store, or an opened :class:`CubeSource`.
     records
         Records table (any CRS per row; reprojected to the cube's CRS).
     variables, method, n_threads

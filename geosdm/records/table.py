@@ -105,10 +105,10 @@ def training_table(
                              "kind: background); none are left after validation")
         both = kept.reset_index(drop=True)
     else:
-        mask = valid_mask(cube, variables=names)
+        mask = valid_mask(src, variables=names)
         bg = sample_background(gbox, n_background, method=background, mask=mask, records=kept, bias=bias, seed=seed)
         both = pd.concat([kept, bg], ignore_index=True)
-    table = extract_covariates(cube, both, variables=names)
+    table = extract_covariates(src, both, variables=names)
     finite = table[names].notna().all(axis=1)
     is_bg = table["kind"] == "background"
     n_bad, n_bg_bad = int((~finite & ~is_bg).sum()), int((~finite & is_bg).sum())
