@@ -49,6 +49,7 @@ def cube_path(demo_small: DemoLayout, tmp_path_factory: pytest.TempPathFactory) 
     truth = xr.open_zarr(demo_small.truth_zarr)[COVARIATES].load()
     for v in COVARIATES:
         truth[v][SEA] = np.nan
+    truth.attrs["geosdm:period"] = "2023-06-01/2023-08-31"  # the covariates' period: dates the output Items
     path = tmp_path_factory.mktemp("explain") / "cube.zarr"
     enc = {v: {"chunks": (16, 16), "shards": TILE} for v in truth.data_vars}
     with warnings.catch_warnings():
@@ -228,6 +229,10 @@ def test_run_explain_and_cli(mlp: Any, cube_path: str, table: pd.DataFrame, tmp_
 
     for path in report.stac:  # attribution and MESS Items and Collections, valid offline
         validate_stac(path)
+    items = [json.loads(Path(p).read_text()) for p in report.stac if json.loads(Path(p).read_text())["type"] == "Feature"]
+    assert len(items) == 2 and all(  # dated by the cube's period, not by the run
+        i["properties"]["start_datetime"].startswith("2023-06-01") and i["properties"]["end_datetime"].startswith(
+            "2023-08-31") for i in items)
     assert any("attribution_plant_01" in p for p in report.figures) and all(Path(p).is_file() for p in report.figures)
     saved = json.loads((out / "report.json").read_text())
     assert saved["top_variables"] == report.top_variables

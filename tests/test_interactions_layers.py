@@ -177,7 +177,7 @@ def prediction_store(demo_small: DemoLayout, tmp_path_factory: pytest.TempPathFa
     ds = truth[["probability"]].chunk({"species": -1, "y": 50, "x": 50})
     ds = ds.assign_coords(species=[str(s) for s in ds["species"].values])
     path = str(tmp_path_factory.mktemp("interactions") / "probability.zarr")
-    write_layers(ds, path, dtypes="uint8", attrs={"geosdm:model_hash": "truth"})
+    write_layers(ds, path, dtypes="uint8", attrs={"geosdm:model_hash": "truth", "geosdm:period": "2023-06-01/2023-08-31"})
     return path
 
 
@@ -211,6 +211,7 @@ def test_run_interactions_on_the_demo(demo_small: DemoLayout, prediction_store: 
     assert (out / "cogs" / "joint.tif").is_file() and report.cogs[0].valid
     item = json.loads(next((out / "stac").glob("*/*.json")).read_text())
     assert "joint" in item["assets"] and item["properties"]["geosdm:edge"][0] == labels[0]
+    assert item["properties"]["start_datetime"].startswith("2023-06-01")  # the predictions' period, not the run's
     from tests.fixtures.stac_schemas import validate_stac_tree
 
     assert len(validate_stac_tree(out / "stac")) == 2  # the Item and its Collection, valid offline

@@ -285,6 +285,8 @@ def run_interactions(
         "geosdm:associations": assoc.source,
         "geosdm:config": settings,
     }
+    if prob.attrs.get("geosdm:period"):  # the covariates' period, so the STAC Item dates the maps, not the run
+        attrs["geosdm:period"] = str(prob.attrs["geosdm:period"])
     with connect(client) as c:
         dtypes = layer_dtypes(layers, config.dtype)
         write = write_layers(layers, config.zarr_path, dtypes=dtypes,  # type: ignore[arg-type]
