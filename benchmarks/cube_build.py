@@ -266,7 +266,7 @@ def worker_raw(args: argparse.Namespace, *, warp: bool) -> dict[str, Any]:
     from rasterio.windows import Window, from_bounds
 
     from geosdm.cube import resolve_sources
-    from geosdm.cube._tile import refine
+    from geosdm.cube.tiling import refine
     from geosdm.stac import odc_stac_config, resampling_config
 
     cfg = _config(args, args.out)

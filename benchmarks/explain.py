@@ -89,6 +89,7 @@ from geosdm.explain import (  # noqa: E402
     attribute,
     attribution_cube,
     correlated_groups,
+    on_manifold_inputs,
     permutation_importance,
     response_curves,
     top_variables,
@@ -292,21 +293,15 @@ def _explain(layout: Any, inputs: DemoInputs, config: dict[str, Any], args: argp
     # the truth's own partial dependence (niche and partners), same points, grid and scale
     rc_true = response_curves(truth_model, X_all.iloc[: args.pd_points], variables=drivers, n_grid=50,
                               n_pd=len(pd_points), n_ice=0, extend=0.0, train_ranges=ranges, seed=args.seed)
-    from geosdm.explain.response import _followers, _move
-
-    cols = {v: pd_points[v].to_numpy() for v in covariates}
-    follow = _followers(cols, np.arange(len(pd_points)), covariates, linked, [land_cover], {})
-
-    true_cols = {u: X_all[u].to_numpy()[: len(pd_points)] for u in X_all.columns}
+    true_cols = {u: X_all[u].to_numpy()[: len(pd_points)].astype(np.float32) for u in X_all.columns}
 
     def truth_pd(sp: dict[str, Any], v: str, grid: np.ndarray) -> np.ndarray:
         """The truth's own partial dependence under the same on-manifold intervention as the model's, on the
-        true covariate values (all of them: drivers the filter dropped included)."""
+        true covariate values (all of them: drivers the filter dropped included): twins follow along the slopes
+        fitted on the model's points, land-cover fractions keep each true row's sum."""
         k = len(grid)
-        batch = {u: np.tile(true_cols[u].astype(np.float32), k) for u in true_cols}
-        batch[v] = np.repeat(grid.astype(np.float32), len(pd_points))
-        if v in follow:
-            _move(batch, v, follow[v], true_cols[v], k)
+        batch = on_manifold_inputs(true_cols, v, grid, linked=linked, compositions=[land_cover],
+                                   reference=pd_points[covariates])
         total = truth_model.decision_function(batch)[:, truth_model.species_.index(sp["name"])]
         return total.reshape(k, len(pd_points)).mean(axis=1)
 

@@ -338,8 +338,7 @@ def _run_records(config: PipelineConfig, emit: Event) -> Any:
     )
     write_records(tt.table, step.output, metadata={"covariates": ",".join(tt.covariates)})
     if step.effort is not None:
-        from geosdm.records import record_density, write_effort
-        from geosdm.records._cube import cube_source
+        from geosdm.records import cube_source, record_density, write_effort
 
         e = step.effort
         density = record_density(tt.table, cube_source(cube).geobox, bandwidth=e.bandwidth, kinds=e.kinds,

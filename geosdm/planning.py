@@ -176,8 +176,8 @@ def _observations(src: Any, when: str | None, assumptions: list[str]) -> float:
 
 
 def _cube_step(cube: Any) -> StepPlan:
-    from geosdm.cube._tile import SourcePlan, plan_variables
-    from geosdm.cube.build import _factor, covered_months
+    from geosdm.cube.tiling import SourcePlan, plan_variables
+    from geosdm.cube.build import covered_months, working_factor
 
     gbox = cube.grid.geobox()
     ty, tx = cube.output.tile_shape
@@ -193,7 +193,7 @@ def _cube_step(cube: Any) -> StepPlan:
     for spec in cube.sources:
         src = spec.load()
         when = (spec.datetime or cube.datetime) if src.composite is not None else None
-        k = _factor(spec, res)
+        k = working_factor(spec, res)
         plan = SourcePlan(src, (), k, spec.indices, spec.terrain, spec.assets or (), spec.mask_buffer,
                           covered_months(when), when)
         n_vars += len(plan_variables(plan))
@@ -308,9 +308,8 @@ def _calibrate_predict(step: StepPlan, n_tiles: int, network: dict[str, Any], n_
 
 def calibrate_cube(step: StepPlan, n_tiles: int, workdir: Path) -> None:
     """Build ``n_tiles`` tiles of the demo's Sentinel-2 composite over its local STAC API (HTTP range reads)."""
-    from geosdm.cube import build_cube, resolve_sources
+    from geosdm.cube import build_cube, resolve_sources, solar_day_groups
     from geosdm.cube.config import CubeConfig
-    from geosdm.cube._load import solar_day_groups
     from geosdm.demo import generate
     from geosdm.services import serve_demo
     from geosdm.stac import filter_items

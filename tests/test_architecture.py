@@ -16,30 +16,13 @@ PACKAGE = ROOT / "geosdm"
 
 #: Imports of another package's private module (or private name) that cannot be moved yet, with the reason.
 #: Key: (importing file, imported module[.name]).
-ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    # geosdm/cube/* and geosdm/scenarios/* are being changed by another issue; cube has no public home for these
-    # seams yet (they belong in geosdm.cube's __init__ or a public geosdm.cube module).
-    ("geosdm/planning.py", "geosdm.cube._tile"): "cube's tile planner; cube/* is out of bounds for issue 21",
-    ("geosdm/planning.py", "geosdm.cube._load"): "cube's solar-day grouping; cube/* is out of bounds for issue 21",
-    ("geosdm/planning.py", "geosdm.cube.build._factor"): "cube/* is out of bounds for issue 21",
-    ("geosdm/scenarios/_build.py", "geosdm.cube._tile"): "scenarios/* and cube/* are out of bounds for issue 21",
-    ("geosdm/scenarios/_build.py", "geosdm.cube.build._configure_gdal"): "out of bounds for issue 21",
-    ("geosdm/scenarios/_build.py", "geosdm.records._cube"):
-        "use geosdm.records.covariate_names (public); scenarios/* is out of bounds for issue 21",
-    ("geosdm/scenarios/config.py", "geosdm.sources._find"): "sources.py/scenarios/* are out of bounds for issue 21",
-    ("geosdm/pipeline.py", "geosdm.records._cube"):
-        "use geosdm.records.cube_source (public); pipeline.py is out of bounds for issue 21",
-}
+ALLOWED_PRIVATE: dict[tuple[str, str], str] = {}
 
 #: Benchmarks that instrument internals on purpose (they measure what the public API hides).
 ALLOWED_BENCHMARK: dict[tuple[str, str], str] = {
     ("benchmarks/cube_build.py", "geosdm.cube._load"):
-        "counts the arrays odc-stac returns by wrapping the loader inside the benchmark process",
-    ("benchmarks/cube_build.py", "geosdm.cube._tile"):
-        "refine (the working grid); cube/* is out of bounds for issue 21",
-    ("benchmarks/explain.py", "geosdm.explain.response._followers"):
-        "scores the on-manifold curves against the truth moved the same way (internal helpers of response curves)",
-    ("benchmarks/explain.py", "geosdm.explain.response._move"): "as _followers",
+        "counts the arrays odc-stac returns by wrapping the loader (_load_odc, _load_all_dates) inside the "
+        "benchmark process: instrumentation of internals no public function exposes",
 }
 
 

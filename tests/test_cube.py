@@ -17,7 +17,7 @@ import xarray as xr
 import yaml
 
 from geosdm.cube import CubeConfig, build_cube, resolve_sources
-from geosdm.cube._tile import SourcePlan
+from geosdm.cube.tiling import SourcePlan
 from geosdm.demo import DemoLayout
 from geosdm.errors import DataSourceError, EmptySearchError, GridError, InputError
 from geosdm.io import open_cube

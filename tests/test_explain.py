@@ -20,6 +20,7 @@ from geosdm.explain import (
     attribute,
     labels_from_records,
     mess_points,
+    on_manifold_inputs,
     permutation_importance,
     plot_importance,
     plot_response,
@@ -141,6 +142,37 @@ def test_response_curves_follow_the_known_functions(model: Any, data: tuple[pd.D
     assert ((prob["partial_dependence"] >= 0) & (prob["partial_dependence"] <= 1)).all()
     with pytest.raises(MissingVariableError, match="not model covariates"):
         response_curves(model, X, variables=["nope"])
+
+
+def test_on_manifold_inputs_are_what_the_on_manifold_curves_evaluate(model: Any,
+                                                                       data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    X, _ = data
+    X = X.assign(x3=0.5 * X.x1 + 0.1 * X.x3)  # a collinear twin of x1
+    rc = response_curves(model, X, variables=["x1"], n_grid=7, n_pd=len(X), n_ice=0, extend=0.0,
+                         linked={"t": ["x1", "x3"]})
+    grid = rc["value"].sel(variable="x1").values
+    batch = on_manifold_inputs(X, "x1", grid, linked={"t": ["x1", "x3"]})
+    assert set(batch) == set(X.columns) and all(len(a) == 7 * len(X) for a in batch.values())
+    # x3 follows x1 along its least-squares slope (0.5), row by row
+    step = batch["x3"].reshape(7, -1) - X.x3.to_numpy()
+    np.testing.assert_allclose(step, 0.5 * (grid[:, None] - X.x1.to_numpy()), atol=0.02)
+    own = model.decision_function(batch).reshape(7, len(X), -1).mean(axis=1).T
+    np.testing.assert_allclose(own, rc["partial_dependence"].sel(variable="x1").values, rtol=1e-4, atol=1e-4)
+    # slopes from another set of points; compositions keep each row's own sum
+    frac = pd.DataFrame({"a": [0.2, 0.5, 0.0], "b": [0.3, 0.25, 0.0], "c": [0.5, 0.25, 0.0], "t": [1.0, 2.0, 3.0],
+                         "u": [0.0, 0.0, 0.0]})
+    ref = pd.DataFrame({"t": [0.0, 1.0, 2.0], "u": [0.0, 3.0, 6.0]})
+    out = on_manifold_inputs(frac, "a", [0.0, 0.4], compositions=[["a", "b", "c"]], linked={"g": ["t", "u"]},
+                             reference=ref)
+    sums = (out["a"] + out["b"] + out["c"]).reshape(2, 3)
+    np.testing.assert_allclose(sums[:, :2], [[1.0, 1.0], [1.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(out["b"].reshape(2, 3)[1, :2], [0.3 * 0.6 / 0.8, 0.25 * 0.6 / 0.5], rtol=1e-6)
+    moved = on_manifold_inputs(frac, "t", [5.0], linked={"g": ["t", "u"]}, reference=ref)
+    np.testing.assert_allclose(moved["u"], 3.0 * (5.0 - frac.t.to_numpy()), rtol=1e-6)
+    with pytest.raises(MissingVariableError, match="nope"):
+        on_manifold_inputs(frac, "nope", [0.0])
+    with pytest.raises(InputError, match="two linked/composition groups"):
+        on_manifold_inputs(frac, "a", [0.0], compositions=[["a", "b"]], linked={"g": ["a", "t"]}, reference=frac)
 
 
 def test_integrated_gradients_are_complete_per_covariate(model: Any, data: tuple[pd.DataFrame, pd.DataFrame]) -> None:

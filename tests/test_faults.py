@@ -61,12 +61,12 @@ def test_a_stac_api_that_never_answers_fails_the_search_with_a_message(silent_ho
 def test_gdal_reads_get_the_same_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     from odc.loader._rio import _CFG  # where odc-stac keeps this process's GDAL options
 
-    from geosdm.cube.build import _configure_gdal
+    from geosdm.cube.build import configure_gdal
     from geosdm.stac import http_timeouts
 
     monkeypatch.setenv("GEOSDM_HTTP_TIMEOUT", "7")
     assert http_timeouts() == (7.0, 7.0)
-    _configure_gdal()
+    configure_gdal()
     opts = _CFG._gdal_opts
     assert opts["GDAL_HTTP_TIMEOUT"] == "7" and opts["GDAL_HTTP_CONNECTTIMEOUT"] == "7"
     assert opts["GDAL_HTTP_MAX_RETRY"] == "3"
@@ -74,7 +74,7 @@ def test_gdal_reads_get_the_same_timeouts(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(InputError, match="GEOSDM_HTTP_TIMEOUT"):
         http_timeouts()
     monkeypatch.delenv("GEOSDM_HTTP_TIMEOUT")
-    _configure_gdal()
+    configure_gdal()
     assert _CFG._gdal_opts["GDAL_HTTP_TIMEOUT"] == "120"
 
 

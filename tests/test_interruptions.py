@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from geosdm.cube import CubeConfig, build_cube, resolve_sources
-from geosdm.cube._tile import SourcePlan
+from geosdm.cube.tiling import SourcePlan
 from geosdm.demo import DemoLayout
 from geosdm.errors import InputError
 from geosdm.io import open_cube

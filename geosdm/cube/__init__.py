@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from geosdm.cube._load import solar_day_groups
 from geosdm.cube.build import BuildReport, build_cube, resolve_sources
 from geosdm.cube.composite import composite_periods
 from geosdm.cube.config import CubeConfig, GridConfig, OutputConfig, SourceSpec
@@ -18,4 +19,5 @@ __all__ = [
     "SourceSpec",
     "INDICES",
     "compute_index",
+    "solar_day_groups",
 ]

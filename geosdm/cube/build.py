@@ -19,14 +19,14 @@ import numpy as np
 
 from geosdm._secrets import redact
 from geosdm.cube._raster import RASTER_KINDS, check_layers
-from geosdm.cube._tile import SourcePlan, check_indices, plan_variables, process_tile
+from geosdm.cube.tiling import SourcePlan, check_indices, plan_variables, process_tile
 from geosdm.cube.config import CubeConfig, SourceSpec
 from geosdm.errors import GridError, InputError
 from geosdm.grid import Tile, tiles
 from geosdm.io.zarr import CubeStore, fingerprint
 from geosdm.stac import items_from_static_catalog, search
 
-__all__ = ["BuildReport", "build_cube", "resolve_sources"]
+__all__ = ["BuildReport", "build_cube", "configure_gdal", "covered_months", "resolve_sources", "working_factor"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ class BuildReport:
         return json.dumps(asdict(self), indent=2)
 
 
-def _factor(spec: SourceSpec, target_res: float) -> int:
+def working_factor(spec: SourceSpec, target_res: float) -> int:
+    """Working pixels per target pixel, per axis, for ``spec`` on a grid of resolution ``target_res`` (1 without a
+    ``working_resolution``); ``InputError`` unless the working resolution divides the target a whole number of times."""
     if spec.working_resolution is None:
         return 1
     ratio = target_res / spec.working_resolution
@@ -111,7 +113,7 @@ def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
                 raise InputError(f"source {src.name!r} has no data assets {unknown}; it has {list(src.data_assets)}")
         if src.kind in RASTER_KINDS:  # files and datasets: no Items; their grids are checked against the cube's
             check_layers(src, gbox, spec.assets or None, when=when)
-            plan = SourcePlan(src, (), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain,
+            plan = SourcePlan(src, (), working_factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain,
                               spec.assets or (), spec.mask_buffer, covered_months(when), when)
             check_indices(plan)
             plans.append(plan)
@@ -121,8 +123,8 @@ def resolve_sources(config: CubeConfig) -> list[SourcePlan]:
         else:
             items = search(src, bbox=lonlat, datetime=when, max_cloud=spec.max_cloud)
         plan = SourcePlan(
-            src, tuple(items), _factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain, spec.assets or (),
-            spec.mask_buffer, covered_months(when),
+            src, tuple(items), working_factor(spec, abs(gbox.resolution.x)), spec.indices, spec.terrain,
+            spec.assets or (), spec.mask_buffer, covered_months(when),
         )
         check_indices(plan)
         _check_overlap(plan, gbox)
@@ -145,7 +147,7 @@ def _check_overlap(plan: SourcePlan, gbox: Any) -> None:
 
 
 def _run_tile(tile: Tile, plans: list[SourcePlan], store: CubeStore, backend: str, retries: int, threads: int) -> dict[str, Any]:
-    _configure_gdal()  # in this process: a Dask worker has its own GDAL settings (odc-stac's are per process)
+    configure_gdal()  # in this process: a Dask worker has its own GDAL settings (odc-stac's are per process)
     ds, info = process_tile(plans, tile.geobox, backend=backend, retries=retries, threads=threads)
     # float32 with NaN fill, stored as computed: straight zarr region writes, no xarray store per tile
     store.write_arrays(tile.index, tile.slices, {name: var.values for name, var in ds.data_vars.items()}, info)
@@ -306,7 +308,7 @@ def _bar(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, unit="tile", desc="cube", disable=not enabled)
 
 
-def _configure_gdal() -> None:
+def configure_gdal() -> None:
     """GDAL settings for cloud reads (retries, timeouts, no directory listing) in this process, through odc-stac
     (which keeps them per process and ignores a Dask client: each tile task sets them where it runs)."""
     from odc.stac import configure_rio

@@ -30,7 +30,7 @@ from geosdm.explain.importance import (
 )
 from geosdm.explain.plots import covariate_units, plot_attribution, plot_importance, plot_mess, plot_response
 from geosdm.explain.regions import aggregate_regions, point_regions, read_regions, region_raster
-from geosdm.explain.response import response_curves, training_ranges
+from geosdm.explain.response import on_manifold_inputs, response_curves, training_ranges
 from geosdm.explain.run import ExplainConfig, ExplainReport, run_explain
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "labels_from_records",
     "mess",
     "mess_points",
+    "on_manifold_inputs",
     "permutation_importance",
     "plot_attribution",
     "plot_importance",

@@ -36,7 +36,7 @@ from geosdm.predict.model import as_model, model_inputs, model_probability
 if TYPE_CHECKING:
     from geosdm.models import MultiSpeciesSDM
 
-__all__ = ["response_curves", "training_ranges"]
+__all__ = ["on_manifold_inputs", "response_curves", "training_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,78 @@ def response_curves(
                                       if f[0] == "composition" and v in variables}},
     )
     return ds
+
+
+def on_manifold_inputs(
+    X: pd.DataFrame | Mapping[str, Any],
+    variable: str,
+    grid: Sequence[float] | np.ndarray,
+    *,
+    linked: Mapping[str, Sequence[str]] | None = None,
+    compositions: Sequence[Sequence[str]] | None = None,
+    reference: pd.DataFrame | Mapping[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """The inputs an on-manifold partial dependence of ``variable`` evaluates: every row of ``X`` once per value of
+    ``grid`` (grid-major), ``variable`` set to that value and its followers moved as :func:`response_curves` moves
+    them (module docstring), so another model (e.g. a known truth) can be asked about the same environments.
+
+    Parameters
+    ----------
+    X
+        Rows to move (every column is kept; the moved ones become float32, as in :func:`response_curves`).
+    variable
+        The numeric covariate set to each grid value.
+    grid
+        Its values.
+    linked, compositions
+        As in :func:`response_curves`.
+    reference
+        Rows the linked groups' least-squares slopes are fitted on (default ``X``), e.g. the points of the
+        :func:`response_curves` call whose intervention is repeated on other values; a composition always keeps
+        each row of ``X``'s own sum.
+
+    Returns
+    -------
+    dict
+        ``{column: array of len(grid) * len(X)}``: grid value ``i`` at rows ``i * len(X)`` to ``(i + 1) * len(X)``.
+
+    Raises
+    ------
+    MissingVariableError
+        ``variable`` or a group member is not a column of ``X`` (or of ``reference``).
+    InputError
+        A covariate in two groups.
+
+    Example
+    -------
+    >>> batch = on_manifold_inputs(sites, "bio01", [8.0, 10.0, 12.0], linked={"temperature": ["bio01", "bio05"]})
+    ... # doctest: +SKIP
+    >>> truth.decision_function(batch).reshape(3, len(sites), -1).mean(axis=1)  # doctest: +SKIP
+    """
+    from geosdm.explain.importance import _frame_columns
+
+    names = list(X.columns) if isinstance(X, pd.DataFrame) else list(X)
+    if variable not in names:
+        raise MissingVariableError(f"{variable!r} is not a column of X {names[:30]}")
+    cols = _frame_columns(X, names)
+    n = len(cols[variable])
+    if reference is None:
+        follow = _followers(cols, np.arange(n), names, linked, compositions, {})
+    else:
+        ref_names = list(reference.columns) if isinstance(reference, pd.DataFrame) else list(reference)
+        ref = _frame_columns(reference, [c for c in ref_names if c in names])
+        follow = _followers(ref, np.arange(max((len(a) for a in ref.values()), default=0)), list(ref), linked,
+                            None, {})
+        own = _followers(cols, np.arange(n), names, None, compositions, {})
+        if both := sorted(set(follow) & set(own)):
+            raise InputError(f"{both[0]!r} is in two linked/composition groups; put each covariate in one")
+        follow.update(own)
+    g = np.asarray(grid, dtype=np.float32).ravel()
+    batch = {c: np.tile(a, len(g)) for c, a in cols.items()}
+    batch[variable] = np.repeat(g, n)
+    if variable in follow:
+        _move(batch, variable, follow[variable], cols[variable], len(g))
+    return batch
 
 
 def _followers(cols: Mapping[str, np.ndarray], rows: np.ndarray, names: Sequence[str],

@@ -3,7 +3,7 @@
 A scenario store is a sharded Zarr v3 store like a cube (same GeoBox, same shards) that holds only the variables
 the scenario replaces; :func:`geosdm.scenarios.open_scenario` overlays them on the baseline lazily. Each tile is one
 task: the scenario's sources are read with the cube builder's own tile processing
-(:func:`geosdm.cube._tile.process_tile`: windowed reads, warps, categorical fractions, composites), derived
+(:func:`geosdm.cube.tiling.process_tile`: windowed reads, warps, categorical fractions, composites), derived
 covariates are computed from their inputs (bioclim from a monthly climate), the replaced values are checked against
 the baseline's (units), written, and the tile is marked; a rerun builds only the missing tiles.
 """
@@ -21,9 +21,9 @@ import numpy as np
 
 from geosdm._secrets import redact
 from geosdm.bioclim import BIOCLIM_META, biovars_numpy
-from geosdm.cube.build import _configure_gdal, resolve_sources
+from geosdm.cube.build import configure_gdal, resolve_sources
 from geosdm.cube.config import CubeConfig, GridConfig, OutputConfig, SourceSpec
-from geosdm.cube._tile import SourcePlan, plan_variables, process_tile
+from geosdm.cube.tiling import SourcePlan, plan_variables, process_tile
 from geosdm.errors import GridError, InputError, MissingVariableError
 from geosdm.grid import Tile, tiles
 from geosdm.io.zarr import CubeStore, VariableSpec, fingerprint, open_cube, read_window
@@ -155,7 +155,7 @@ def plan_scenario(name: str, scenario: ScenarioConfig, baseline: str, *, output:
     GridError
         A source that does not overlap the baseline's grid, or a baseline without a usable grid.
     """
-    from geosdm.records._cube import covariate_names
+    from geosdm.records import covariate_names
 
     ds = open_cube(baseline, storage_options=storage_options)
     base_vars = covariate_names(ds)
@@ -270,7 +270,7 @@ def _check_values(plan: ScenarioPlan, tile: Tile, arrays: dict[str, np.ndarray],
 
 
 def _run_tile(tile: Tile, plan: ScenarioPlan, store: CubeStore, threads: int) -> dict[str, Any]:
-    _configure_gdal()
+    configure_gdal()
     ds, info = process_tile(list(plan.plans), tile.geobox, backend=plan.cube.backend, retries=plan.cube.retries,
                             threads=threads)
     arrays: dict[str, np.ndarray] = {}

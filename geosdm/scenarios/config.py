@@ -89,10 +89,10 @@ class ScenarioInput(_Frozen):
         """The source definition with ``${VAR}`` and ``{parameter}`` templates filled (the scenario's period given
         to a source that declares ``period``), as an inline mapping for :class:`geosdm.cube.SourceSpec`."""
         from geosdm._yaml import read_yaml, substitute_env
-        from geosdm.sources import _find, fill_parameters
+        from geosdm.sources import fill_parameters, find_source
 
         if isinstance(self.source, str):
-            path = _find(self.source)
+            path = find_source(self.source)
             raw = read_yaml(path, what="source definition", substitute=False) or {}
             raw.setdefault("name", path.stem)
             origin = str(path)
