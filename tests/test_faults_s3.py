@@ -305,7 +305,7 @@ def test_prediction_from_a_cube_over_http_with_faults(model: Any, fault_server: 
     half sent) on one shard, a connection dropped before any answer on another: read_window tries again with
     backoff and the map equals the local one. A host that answers 500 every time stops the prediction with
     DataSourceError naming the variable, the cells and the host with its status, not "corrupt shard"."""
-    from geosdm.io.zarr import READ_RETRIES
+    from geosdm.io.reading import READ_RETRIES
     from geosdm.predict import predict
 
     root = tmp_path / "served"

@@ -7,6 +7,7 @@ Dataset (predictions, uncertainty, interaction, attribution and extrapolation ma
 from __future__ import annotations
 
 from geosdm.io.layers import WriteReport, encode_probability, open_layers, write_layers
-from geosdm.io.zarr import CubeStore, open_cube
+from geosdm.io.reading import open_cube
+from geosdm.io.zarr import CubeStore
 
 __all__ = ["CubeStore", "WriteReport", "encode_probability", "open_cube", "open_layers", "write_layers"]

@@ -6,17 +6,18 @@ touch the same object. After a tile's data are written, a small marker object is
 (``<store>.progress/<tile>.json``); a rerun skips tiles with markers, so a killed build completes only what is
 missing and the result is identical to an uninterrupted run. Works on local paths and fsspec URLs
 (``s3://...`` with ``storage_options``).
+
+Reading stores is :mod:`geosdm.io.reading` (``open_cube``, ``read_window``, ``quiet_zarr``) and what their tile
+markers say is :mod:`geosdm.io.integrity` (``check_shards``, ``missing_shards``, ``content_identity``,
+``fingerprint``); this module re-exports those names, which callers have always imported from here.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import os
 import uuid
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,12 +30,20 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from geosdm._secrets import redact, redact_url
-from geosdm.errors import DataSourceError, InputError
+from geosdm.errors import InputError
 from geosdm.grid import grid_coords
+from geosdm.io.integrity import (
+    check_shards,
+    content_identity,
+    fingerprint,
+    marker_files,
+    missing_shards,
+    read_markers,
+)
+from geosdm.io.reading import open_cube, quiet_zarr, raw_readable, read_window
 
-__all__ = ["CubeStore", "open_cube", "VariableSpec", "check_shards", "content_identity", "fingerprint",
-           "missing_shards", "quiet_zarr",
-           "raw_readable", "read_window"]
+__all__ = ["CubeStore", "VariableSpec", "check_shards", "content_identity", "fingerprint", "missing_shards",
+           "open_cube", "quiet_zarr", "raw_readable", "read_window"]
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +64,6 @@ class VariableSpec:
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocol or "local" in protocol
-
-
-@contextmanager
-def quiet_zarr() -> Iterator[None]:
-    """Silence zarr-python's notes that consolidated metadata and string dtypes are not yet in the v3 spec."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        yield
 
 
 @dataclass
@@ -306,7 +306,7 @@ class CubeStore:
 
     def done_tiles(self) -> set[tuple[int, int]]:
         """Tiles whose data are fully written (they have a marker)."""
-        return set(_marker_files(self.fs, self.progress_path))
+        return set(marker_files(self.fs, self.progress_path))
 
     def write_tile(self, index: tuple[int, int], slices: tuple[slice, slice], data: xr.Dataset, info: Mapping[str, Any] | None = None) -> None:
         """Region-write one tile (all variables, one shard each), then its marker."""
@@ -368,7 +368,7 @@ class CubeStore:
 
     def tile_infos(self) -> list[dict[str, Any]]:
         """The info dicts written with each tile's marker (failures, gaps), in tile order."""
-        return _read_markers(self.fs, self.progress_path)
+        return read_markers(self.fs, self.progress_path)
 
     def finalize(self, attrs: Mapping[str, Any] | None = None) -> None:
         """Add final attributes and write consolidated metadata."""
@@ -392,22 +392,6 @@ class CubeStore:
         return open_cube(self.path, storage_options=self.storage_options)
 
 
-def open_cube(path: str, *, storage_options: dict[str, Any] | None = None, chunks: Any = None) -> xr.Dataset:
-    """Open a geosdm cube lazily (dask chunks = shards by default)."""
-    with quiet_zarr():
-        try:
-            ds = xr.open_zarr(str(path), storage_options=storage_options, zarr_format=3, chunks=chunks or {})
-        except FileNotFoundError as err:
-            raise DataSourceError(f"no cube at {path!r}; build it first (geosdm cube build) or fix the path") from err
-    if chunks is None:  # xarray chunks by the inner chunks; one dask chunk per shard keeps graphs small
-        shards = {v.encoding["shards"] for v in ds.data_vars.values() if v.encoding.get("shards")}
-        if len(shards) == 1:
-            shard = shards.pop()
-            dims = next(v.dims for v in ds.data_vars.values() if v.encoding.get("shards") == shard)
-            ds = ds.chunk(dict(zip(dims, shard)))
-    return ds
-
-
 def _holds_data(data: np.ndarray, fill: Any) -> bool:
     """Whether ``data`` has a value other than the array's fill value (NaN fill: any finite value)."""
     a = np.asarray(data)
@@ -416,320 +400,3 @@ def _holds_data(data: np.ndarray, fill: Any) -> bool:
     if a.dtype.kind == "f" and np.isnan(fill):
         return bool(np.isfinite(a).any())
     return bool((a != fill).any())
-
-
-def _marker_files(fs: fsspec.AbstractFileSystem, progress: str) -> dict[tuple[int, int], str]:
-    """Tile index -> marker path, for the tiles of a store whose progress folder is ``progress``."""
-    if not fs.exists(progress):
-        return {}
-    out = {}
-    for p in fs.ls(progress, detail=False):
-        name = str(p).rsplit("/", 1)[-1]
-        if name.startswith("tile_") and name.endswith(".json"):
-            _, iy, ix = name[:-5].split("_")
-            out[(int(iy), int(ix))] = str(p)
-    return out
-
-
-def _read_markers(fs: fsspec.AbstractFileSystem, progress: str) -> list[dict[str, Any]]:
-    """The info dicts of every tile marker under ``progress``, in tile order (fetched concurrently)."""
-    files = _marker_files(fs, progress)
-    if not files:
-        return []
-    raw = fs.cat([files[k] for k in sorted(files)])  # one batch of GETs on object stores
-    return [json.loads(raw[files[k]]) for k in sorted(files)]
-
-
-def _shard_check(path: str, variables: Sequence[str], storage_options: Mapping[str, Any] | None
-                 ) -> tuple[list[tuple[str, tuple[int, int]]], set[tuple[int, int]], list[str]]:
-    """(lost (variable, tile) pairs, tiles whose markers do not list their variables, variables with no folder)."""
-    fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
-    names = [str(v) for v in dict.fromkeys(variables)]
-    expected: dict[str, list[tuple[int, int]]] = {v: [] for v in names}
-    unlisted: set[tuple[int, int]] = set()
-    for info in _read_markers(fs, root + ".progress"):
-        tile = (int(info["index"][0]), int(info["index"][1]))
-        if "nonempty" not in info:  # written before markers listed their variables: any of them may be lost
-            unlisted.add(tile)
-        for v in (names if "nonempty" not in info else info["nonempty"]):
-            if v in expected:
-                expected[v].append(tile)
-    missing: list[tuple[str, tuple[int, int]]] = []
-    gone: list[str] = []
-    for v in names:
-        tiles = expected[v]
-        if not tiles:  # no marker says it holds data; a variable without its folder is still lost
-            if not fs.exists(f"{root}/{v}"):
-                gone.append(v)
-            continue
-        base = f"{root}/{v}/c"
-        have = {"/".join(str(k).rsplit("/", 2)[-2:]) for k in fs.find(base)} if fs.exists(base) else set()
-        missing += [(v, t) for t in sorted(tiles) if f"{t[0]}/{t[1]}" not in have]
-    return missing, unlisted, gone
-
-
-def missing_shards(path: str, variables: Sequence[str], *,
-                   storage_options: Mapping[str, Any] | None = None) -> list[tuple[str, tuple[int, int]]]:
-    """(variable, tile) pairs whose shard a tile's marker says was written with data but that the store lacks.
-
-    Reading such a shard would silently give the fill value (NaN: a hole in every map made from it). A marker
-    written before markers listed their variables (no ``nonempty``) expects a shard of every variable: Zarr
-    stores no all-fill shard, so such a tile's missing shard may be lost or may never have held data, and only
-    rebuilding the tile (its new marker lists them) tells. Stores without markers are not checked here (see
-    :func:`check_shards`).
-    """
-    return _shard_check(path, variables, storage_options)[0]
-
-
-def check_shards(path: str, variables: Sequence[str], *, storage_options: Mapping[str, Any] | None = None,
-                 reading: str = "predicting would leave holes there") -> None:
-    """Refuse a store whose ``variables`` lost shards (:func:`missing_shards`) or their whole folder (deleted
-    while consolidated metadata still lists them): reading them would give NaN, a silent hole.
-
-    ``reading`` says what the caller would do with the NaN (it ends the first sentence of the message).
-
-    Raises
-    ------
-    DataSourceError
-        Naming the cube, the variables, the first tile and the marker to delete to rebuild it.
-    """
-    lost, unlisted, gone = _shard_check(path, variables, storage_options)
-    where = redact_url(str(path))
-    if lost:
-        names = sorted({v for v, _ in lost})
-        v, (iy, ix) = lost[0]
-        old = sorted({t for _, t in lost} & unlisted)
-        note = (f" The markers of {len(old)} of these tiles (first: {old[0][0]}, {old[0][1]}) predate the list of "
-                "variables holding data, so a shard never written there (a tile where the variable is all NaN, "
-                "e.g. sea) cannot be told from a lost one: rebuilding those tiles writes markers that say."
-                if old else "")
-        raise DataSourceError(
-            f"cube {where!r} lacks {len(lost)} shard(s) its build wrote, of {names} (first: {v!r} tile {iy}, {ix}: "
-            f"{where}/{v}/c/{iy}/{ix}); {reading}. Rebuild those tiles: delete "
-            f"{where}.progress/tile_{iy:04d}_{ix:04d}.json (and the other lost tiles' markers) and rerun "
-            f"'geosdm cube build', or rebuild with --overwrite.{note}"
-        )
-    if gone:
-        raise DataSourceError(
-            f"cube {where!r} lacks the folder of variable(s) {gone} ({where}/{gone[0]}/), which its metadata still "
-            f"list; {reading}. Rebuild the cube (--overwrite) or restore the folder"
-        )
-
-
-#: Listing fields that change when an object's bytes change (object stores' ETag/MD5; a local file's mtime).
-_VERSION_FIELDS = ("ETag", "etag", "md5Hash", "content_md5", "mtime", "LastModified", "last_modified")
-
-
-def content_identity(path: str, variables: Sequence[str], *,
-                     storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """What the ``variables`` of a Zarr store hold, independent of where the store is (for resume fingerprints).
-
-    Three short hashes: ``metadata`` of each variable's ``zarr.json`` (dtype, shape, codecs, attributes),
-    ``tiles`` of the tile markers in ``<store>.progress/`` (what each tile was built from, its failed Items;
-    empty without markers) and ``objects`` of every chunk/shard object of the variables: its key, size and
-    version (ETag on object stores, modification time on local disks). Rebuilding or repairing a tile, deleting
-    or truncating a shard, changes it; moving the store (with its ``.progress`` folder) or reaching it by
-    another URL does not. A copy that does not keep modification times counts as changed (safe: the
-    output is recomputed, never mixed). Where the store cannot be listed (plain HTTP), ``objects`` is
-    ``"unlisted"``.
-    """
-    fs, root = fsspec.core.url_to_fs(str(path).rstrip("/"), **dict(storage_options or {}))
-    for folder in (root, root + ".progress"):  # another process may have rebuilt tiles since this one listed them
-        fs.invalidate_cache(folder)
-    names = list(dict.fromkeys(str(v) for v in variables))
-    metas = fs.cat([f"{root}/{v}/zarr.json" for v in names], on_error="return")
-    meta = hashlib.sha256()
-    for v in names:
-        raw = metas.get(f"{root}/{v}/zarr.json")
-        meta.update(f"{v}\0".encode() + (raw if isinstance(raw, bytes) else b"<missing>") + b"\0")
-    tiles = hashlib.sha256()
-    files = _marker_files(fs, root + ".progress")
-    if files:
-        raw_markers = fs.cat([files[k] for k in sorted(files)])
-        for k in sorted(files):
-            tiles.update(f"{k}\0".encode() + raw_markers[files[k]] + b"\0")
-    objects = hashlib.sha256()
-    try:
-        for v in names:
-            base = f"{root}/{v}"
-            listing = fs.find(base, detail=True) if fs.exists(base) else {}
-            for key in sorted(listing):
-                info = listing[key]
-                rel = str(key)[len(root):].lstrip("/")
-                if rel.endswith("zarr.json"):
-                    continue  # hashed by content above
-                version = next((info[f] for f in _VERSION_FIELDS if info.get(f) is not None), "")
-                objects.update(f"{rel}\0{info.get('size')}\0{version}\0".encode())
-        listed = objects.hexdigest()[:16]
-    except (NotImplementedError, OSError, ValueError):
-        listed = "unlisted"
-    return {"metadata": meta.hexdigest()[:16], "tiles": tiles.hexdigest()[:16] if files else "",
-            "objects": listed}
-
-
-def fingerprint(obj: Any) -> str:
-    """Stable short hash of a JSON-able description (configuration + inputs) of a build."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def raw_readable(ds: xr.Dataset, variables: tuple[str, ...]) -> bool:
-    """True when ``variables`` of a lazily opened Zarr cube decode to their stored values: float arrays, NaN
-    (or no) fill value, no ``scale_factor``/``add_offset``, so :func:`read_window` may read them without xarray."""
-    for v in variables:
-        enc = ds[v].encoding
-        dtype = np.dtype(enc.get("dtype", ds[v].dtype))
-        fill = enc.get("_FillValue", float("nan"))
-        if dtype.kind != "f" or "scale_factor" in enc or "add_offset" in enc or ds[v].ndim != 2:
-            return False
-        if fill is not None and not (isinstance(fill, float) and np.isnan(fill)):
-            return False
-    return True
-
-
-def _arrays(path: str, options: str, variables: tuple[str, ...]) -> tuple[Any, ...]:
-    """The variables' async arrays; cached per process for local cubes while their metadata are unchanged."""
-    if "://" in path:
-        return _open_arrays(path, options, variables, None)
-    try:
-        stamp = os.stat(os.path.join(path, "zarr.json")).st_mtime_ns
-    except FileNotFoundError:
-        raise DataSourceError(f"no Zarr cube at {path!r}; build it first or fix the path") from None
-    return _open_arrays(path, options, variables, stamp)
-
-
-@functools.lru_cache(maxsize=16)
-def _open_arrays(path: str, options: str, variables: tuple[str, ...], stamp: int | None) -> tuple[Any, ...]:
-    import zarr
-
-    opts = json.loads(options)
-    store: Any = (zarr.storage.FsspecStore.from_url(path, storage_options=opts, read_only=True) if "://" in path
-                  else zarr.storage.LocalStore(path, read_only=True))
-    with quiet_zarr():
-        group = zarr.open_group(store, mode="r", zarr_format=3)
-        return tuple(group[v]._async_array for v in variables)  # type: ignore[union-attr]
-
-
-#: Tries of a remote read after the first (``read_window``), and the first wait; the wait doubles each time.
-READ_RETRIES = 3
-READ_BACKOFF_S = 0.2
-#: HTTP statuses worth another try: timeouts, throttling (429, S3's 503 SlowDown) and server errors.
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-def _chain(err: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        yield e
-        e = e.__cause__ or e.__context__
-
-
-def _status(err: BaseException) -> int | None:
-    """The HTTP status behind a read error (aiohttp, botocore), if any."""
-    for e in _chain(err):
-        status = getattr(e, "status", None)
-        if isinstance(status, int):
-            return status
-        response = getattr(e, "response", None)
-        if isinstance(response, dict):
-            code = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if isinstance(code, int):
-                return code
-    return None
-
-
-def _transient(err: BaseException) -> bool:
-    """Whether a remote read error is the transport's or the host's (worth a retry), not the object's bytes:
-    a 408/429/5xx status, a connection refused, reset or closed (also mid-body: a body shorter than its
-    Content-Length), a timeout."""
-    status = _status(err)
-    if status is not None:
-        return status in _TRANSIENT_STATUS
-    try:
-        import aiohttp
-
-        transport: tuple[type[BaseException], ...] = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
-    except ImportError:  # pragma: no cover - aiohttp comes with fsspec's HTTP file system
-        transport = ()
-    names = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ResponseStreamingError",
-             "IncompleteReadError"}  # botocore's, by name: botocore is optional here
-    return any(isinstance(e, (*transport, ConnectionError, TimeoutError)) or type(e).__name__ in names
-               for e in _chain(err))
-
-
-def _permanent(err: BaseException) -> bool:
-    """Errors another try cannot mend: the object is absent or refused (403, 404), or the request is wrong."""
-    status = _status(err)
-    return (status is not None and status not in _TRANSIENT_STATUS) or isinstance(
-        err, (FileNotFoundError, PermissionError, KeyError, IndexError, TypeError))
-
-
-def _host(path: str) -> str:
-    from urllib.parse import urlsplit
-
-    return urlsplit(redact_url(path)).netloc or path.split("://", 1)[0]
-
-
-def read_window(path: str, variables: tuple[str, ...], window: tuple[slice, slice], *,
-                storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
-    """``(V, h, w)`` float32 window of 2-D variables of a Zarr v3 cube, all chunks fetched concurrently.
-
-    One asynchronous gather over every variable's chunks instead of one blocking read per variable: about
-    40% less time and CPU per tile (zarr-python's cost is per call and per chunk). Only for variables that
-    :func:`raw_readable` accepts (values as stored); the opened arrays are cached per process.
-
-    On remote stores (``http(s)://``, ``s3://``, ...) a failed read of a variable is tried again
-    :data:`READ_RETRIES` times, after 0.2, 0.4, 0.8 s (fsspec's HTTP file system does not retry; s3fs's own
-    retries come first): a 429/5xx answer, a connection dropped, a body shorter than announced. A read that
-    still fails raises :class:`DataSourceError` naming the variable and cells, and either the host and its
-    last answer (a transport fault: the cube is not known to be damaged) or the shard as truncated or corrupt
-    (what was read does not decode: local files are never retried).
-    """
-    import asyncio
-
-    from zarr.core.sync import sync
-
-    remote = "://" in str(path) and not str(path).startswith("file://")
-    options = json.dumps(dict(storage_options or {}), sort_keys=True, default=str)
-    arrays = _arrays(str(path), options, variables)
-    tries = READ_RETRIES + 1 if remote else 1
-
-    async def gather() -> list[Any]:
-        parts: list[Any] = [None] * len(arrays)
-        todo = list(range(len(arrays)))
-        for attempt in range(tries):
-            got = await asyncio.gather(*[arrays[i].getitem(window) for i in todo], return_exceptions=True)
-            for i, part in zip(todo, got):
-                parts[i] = part
-            todo = [i for i in todo if isinstance(parts[i], BaseException) and not _permanent(parts[i])]
-            if not todo or attempt == tries - 1:
-                break
-            delay = READ_BACKOFF_S * 2**attempt
-            log.warning("cube %s: read of %s at %s failed (%s); retry %d/%d in %.1f s", redact_url(str(path)),
-                        [variables[i] for i in todo], window, type(parts[todo[0]]).__name__, attempt + 1,
-                        tries - 1, delay)
-            await asyncio.sleep(delay)
-        return parts
-
-    out = np.empty((len(variables), window[0].stop - window[0].start, window[1].stop - window[1].start), np.float32)
-    where = redact_url(str(path))
-    for i, part in enumerate(sync(gather())):
-        if isinstance(part, BaseException):
-            (y0, y1), (x0, x1) = (window[0].start, window[0].stop), (window[1].start, window[1].stop)
-            what = f"cube {where!r}: cannot read variable {variables[i]!r} at rows {y0}:{y1}, columns {x0}:{x1}"
-            if remote and _transient(part):
-                status = _status(part)
-                answer = f"HTTP {status}" if status is not None else f"{type(part).__name__}: {redact(str(part))}"
-                raise DataSourceError(
-                    f"{what}: transient read error from the host {_host(str(path))} ({answer}) on each of "
-                    f"{tries} tries; the cube itself is not known to be damaged. Check the host (its status, "
-                    "throttling, the network) and rerun; finished tiles are kept"
-                ) from part
-            raise DataSourceError(
-                f"{what} ({type(part).__name__}: {redact(str(part))}); its shard there is truncated or corrupt: "
-                f"rebuild that tile (delete its marker in {where}.progress/ and rerun 'geosdm cube build') or "
-                "restore the file"
-            ) from part
-        out[i] = part
-    return out

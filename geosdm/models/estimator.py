@@ -8,13 +8,16 @@ Outputs: ``predict`` gives relative intensities ``λ = exp(f)`` per species (``l
 a species; ``predict_proba(X, area=A)`` gives ``P = 1 - exp(-λ A / A0)`` (cloglog; ``A0`` = the median surveyed
 plot area of the training data, so probabilities are calibrated when presence/absence surveys were used, e.g.
 with ``loss="integrated"``). Observer-bias covariates only enter the training loss and are dropped here.
+
+This module checks the parameters, prepares the data and assembles the fitted model; the ensemble members are
+trained by :mod:`geosdm.models.members`, and :mod:`geosdm.models.persistence` turns a fitted model into what
+``save`` writes and back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import tempfile
 import time
 import warnings
@@ -31,24 +34,22 @@ import xarray as xr
 from sklearn.base import BaseEstimator
 
 from geosdm.errors import DataSourceError, InputError, NotFittedError
-from geosdm.models.features import Columns, FeatureEncoder, check_columns, column_values, n_rows, warn_unseen_inputs
 from geosdm.models._grid import predict_grid
-from geosdm.models._prepare import Prepared, prepare, validation_mask
-from geosdm.models.calibrators import SpeciesCalibrator, apply_calibration
-from geosdm.models.checkpoint import load_checkpoint, prefixed, save_checkpoint
-from geosdm.models.data import TensorBatches, ZarrSiteDataset, epoch_seed, write_point_store
+from geosdm.models._prepare import Prepared, prepare
+from geosdm.models.calibrators import apply_calibration
+from geosdm.models.checkpoint import load_checkpoint, save_checkpoint
+from geosdm.models.features import Columns, check_columns, column_values, n_rows, warn_unseen_inputs
 from geosdm.models.losses import LOSSES, IntegratedLoss
-from geosdm.models.networks import NETWORKS, Ensemble, build_network
-from geosdm.models.trainer import Objective, TrainResult, TrainSettings, fit_objective, resolve_device, threads
+from geosdm.models.members import fit_members
+from geosdm.models.networks import NETWORKS, Ensemble
+from geosdm.models.persistence import model_state, restore_state
+from geosdm.models.trainer import resolve_device, threads
 
 __all__ = ["MultiSpeciesSDM", "UncalibratedWarning", "load_model"]
-
-log = logging.getLogger(__name__)
 
 #: Parameters that do not change what is learned (left out of the resume fingerprint).
 _RUNTIME = frozenset({"epochs", "device", "n_threads", "num_workers", "work_dir", "checkpoint_every", "resume",
                       "distributed", "streaming"})
-_POINT_KEYS = ("tabular", "targets", "dataset", "log_area", "bias", "series")
 
 
 class UncalibratedWarning(UserWarning):
@@ -263,8 +264,9 @@ class MultiSpeciesSDM(BaseEstimator):
                                   po_loss=self.po_loss, n_bias=prep.arrays["bias"].shape[1],
                                   weights=self.dataset_weights, reference=self.reference_dataset,
                                   background_weight=float(self.background_weight))
-            objectives, results = self._fit_members(prep, spec, loss, seed=seed, device=device, work=work,
-                                                    rank_world=rank_world, ddp=use_ddp, writer=writer)
+            objectives, results = fit_members(self.get_params(), prep, spec, loss, fingerprint=self._fingerprint(prep),
+                                              seed=seed, device=device, work=work, rank_world=rank_world,
+                                              ddp=use_ddp, writer=writer)
         if len(objectives) == 1:
             self.network_, self.network_spec_, self.loss_ = objectives[0].network, spec, objectives[0].loss
         else:
@@ -295,30 +297,6 @@ class MultiSpeciesSDM(BaseEstimator):
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def _fit_members(self, prep: Prepared, spec: Mapping[str, Any], loss: IntegratedLoss, *, seed: int,
-                     device: torch.device, work: Path, rank_world: tuple[int, int], ddp: bool,
-                     writer: bool) -> tuple[list[Objective], list[TrainResult]]:
-        """Train each ensemble member (own seed and validation fold; optional refit on all sites)."""
-        fingerprint = self._fingerprint(prep)
-        objectives, results = [], []
-        for i in range(int(self.n_members)):
-            member_seed = seed if i == 0 else epoch_seed(seed, 0, 1000 + i) % (2**31)
-            val = validation_mask(prep.sites, float(self.val_size or 0), self.cv_block_size, member_seed, i)
-            common = {"seed": member_seed, "device": device, "work": work, "rank_world": rank_world, "ddp": ddp,
-                      "writer": writer}
-            objective = self._new_objective(spec, loss, member_seed)
-            result = self._train(objective, prep, epochs=int(self.epochs), val=val, fingerprint=f"{fingerprint}-{i}",
-                                 tag=f"-{i}" if i else "", **common)
-            if self.refit and val is not None:
-                best = result
-                objective = self._new_objective(spec, loss, member_seed)
-                result = self._train(objective, prep, epochs=best.best_epoch + 1, val=None,
-                                     fingerprint=f"{fingerprint}-{i}-refit", tag=f"-{i}-refit", **common)
-                result.best_loss, result.history = best.best_loss, best.history + result.history
-            objectives.append(objective)
-            results.append(result)
-        return objectives, results
-
     def _network_spec(self, prep: Prepared) -> dict[str, Any]:
         n_sp, p = len(prep.sites.species), prep.arrays["tabular"].shape[1]
         channels = len(prep.patch_variables)
@@ -335,82 +313,6 @@ class MultiSpeciesSDM(BaseEstimator):
         return {"name": "fusion", "n_species": n_sp, "n_features": p, "channels": channels,
                 "series_channels": int(series.shape[1]) if series is not None else 0, "hidden": int(self.hidden),
                 "n_blocks": int(self.n_blocks), "dropout": float(self.dropout), "width": int(self.width)}
-
-    @staticmethod
-    def _new_objective(spec: Mapping[str, Any], loss: IntegratedLoss, seed: int) -> Objective:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            network = build_network(spec)
-        return Objective(network, IntegratedLoss.from_description(loss.describe()))
-
-    def _train(self, objective: Objective, prep: Prepared, *, seed: int, device: torch.device, epochs: int,
-               val: np.ndarray | None, work: Path, fingerprint: str, rank_world: tuple[int, int], ddp: bool,
-               tag: str, writer: bool = True) -> TrainResult:
-        rank, world = rank_world
-        settings = TrainSettings(
-            epochs=epochs, lr=float(self.lr), weight_decay=float(self.weight_decay),
-            input_penalty=float(self.input_penalty), patience=int(self.patience),
-            seed=seed, device=str(device), precision=str(self.precision),
-            checkpoint_dir=str(work / f"checkpoints{tag}") if (self.checkpoint_every or self.resume) else None,
-            checkpoint_every=int(self.checkpoint_every), resume=bool(self.resume), fingerprint=fingerprint,
-        )
-        n = len(prep.sites.frame)
-        train_rows = np.ones(n, dtype=bool) if val is None else ~val
-        val_bs = max(4096, int(self.batch_size))
-        if self.streaming:
-            keys = [k for k in _POINT_KEYS if k in prep.arrays]
-            points = work / "points.zarr"
-            if writer:  # enough chunks for every rank and worker to get several
-                chunk = int(np.clip(np.ceil(n / (4 * world * max(1, int(self.num_workers)))), 256, 8192))
-                write_point_store({k: prep.arrays[k] for k in keys}, points, chunk_rows=chunk, overwrite=True)
-            if ddp:
-                import torch.distributed as dist
-
-                dist.barrier()
-            common = {"keys": keys, "patches": prep.patch_store, "patch_mean": prep.patch_mean,
-                      "patch_scale": prep.patch_scale}
-            train_ds = ZarrSiteDataset(points, rows=train_rows, batch_size=int(self.batch_size), seed=seed,
-                                       rank=rank, world_size=world, **common)
-            loader = torch.utils.data.DataLoader(train_ds, batch_size=None, num_workers=int(self.num_workers),
-                                                 pin_memory=device.type == "cuda")
-
-            def train_batches(epoch: int) -> Any:
-                from itertools import islice
-
-                train_ds.set_epoch(epoch)
-                return islice(iter(loader), train_ds.batches_per_rank(epoch)) if ddp else iter(loader)
-
-            val_batches = None
-            if val is not None:
-                val_ds = ZarrSiteDataset(points, rows=val, batch_size=val_bs, shuffle=False, **common)
-                val_batches = lambda: iter(val_ds)  # noqa: E731
-        else:
-            arrays = self._in_memory(prep, device)
-            tb = TensorBatches({k: v[torch.from_numpy(np.flatnonzero(train_rows)).to(device)] for k, v in arrays.items()},
-                               batch_size=int(self.batch_size), seed=seed, rank=rank, world_size=world)
-            train_batches = tb.epoch
-            val_batches = None
-            if val is not None:
-                vb = TensorBatches({k: v[torch.from_numpy(np.flatnonzero(val)).to(device)] for k, v in arrays.items()},
-                                   batch_size=val_bs, shuffle=False, drop_last=False)
-                val_batches = lambda: vb.epoch(0)  # noqa: E731
-
-        def report(entry: dict[str, float]) -> None:
-            if int(entry["epoch"]) % 10 == 0:
-                log.info("epoch %d: %s", int(entry["epoch"]), {k: round(v, 5) for k, v in entry.items() if k != "epoch"})
-
-        return fit_objective(objective, train_batches, val_batches, settings, distributed=ddp, on_epoch=report)
-
-    @staticmethod
-    def _in_memory(prep: Prepared, device: torch.device) -> dict[str, torch.Tensor]:
-        arrays = dict(prep.arrays)
-        if prep.patch_store is not None:
-            from geosdm.models._prepare import _patches_for_rows
-
-            p = _patches_for_rows(prep.patch_store)
-            arrays["patch"] = np.nan_to_num((p - prep.patch_mean[None, :, None, None])
-                                            / prep.patch_scale[None, :, None, None]).astype(np.float32)
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
 
     # ------------------------------------------------------------------------------------------ prediction
     def _check_fitted(self) -> None:
@@ -601,33 +503,7 @@ class MultiSpeciesSDM(BaseEstimator):
         >>> model.save("models/demo")  # doctest: +SKIP
         """
         self._check_fitted()
-        tensors = {f"network.{k}": v for k, v in self.network_.state_dict().items()}
-        tensors.update({f"loss.{k}": v for k, v in self.loss_.state_dict().items()})
-        config = {
-            "class": type(self).__name__,
-            "params": _jsonable(self.get_params()),
-            "network": self.network_spec_,
-            "loss": self.loss_.describe(),
-            "encoder": self.encoder_.to_dict(),
-            "bias_encoder": self.bias_encoder_.to_dict() if self.bias_encoder_ is not None else None,
-            "series": self.series_,
-            "species": self.species_,
-            "datasets": self.datasets_,
-            "reference_dataset": self.reference_dataset_,
-            "area_unit_m2": self.area_unit_m2_,
-            "link": self.link_,
-            "calibrated": self.calibrated_,
-            "patch": self.patch_,
-            "n_sites": self.n_sites_,
-            "n_dropped_nan": self.n_dropped_nan_,
-            "training": self.training_.to_dict(),
-            "training_members": [r.to_dict() for r in self.training_members_],
-            "seed": self.seed_,
-            "fit_seconds": self.fit_seconds_,
-        }
-        if getattr(self, "calibrator_", None) is not None:
-            config["calibration"] = self.calibrator_.to_dict()
-        return save_checkpoint(path, tensors, config)
+        return save_checkpoint(path, *model_state(self))
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> MultiSpeciesSDM:
@@ -643,34 +519,12 @@ class MultiSpeciesSDM(BaseEstimator):
         if cfg.get("class") != cls.__name__:
             raise InputError(f"{str(path)!r} holds a {cfg.get('class')!r}, not a {cls.__name__}")
         try:
-            return cls._from_checkpoint(tensors, cfg)
+            return restore_state(cls(**cfg["params"]), tensors, cfg)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise DataSourceError(
                 f"model {str(path)!r}: its weights and configuration do not fit together ({type(err).__name__}: "
                 f"{str(err)[:300]}); the folder is damaged or was edited: save the model again"
             ) from None
-
-    @classmethod
-    def _from_checkpoint(cls, tensors: dict[str, Any], cfg: dict[str, Any]) -> MultiSpeciesSDM:
-        model = cls(**cfg["params"])
-        network = build_network(cfg["network"])
-        network.load_state_dict(prefixed(tensors, "network"))
-        loss = IntegratedLoss.from_description(cfg["loss"])
-        loss.load_state_dict(prefixed(tensors, "loss"))
-        model.network_, model.loss_, model.network_spec_ = network.eval(), loss, cfg["network"]
-        model.encoder_ = FeatureEncoder.from_dict(cfg["encoder"])
-        model.bias_encoder_ = FeatureEncoder.from_dict(cfg["bias_encoder"]) if cfg["bias_encoder"] else None
-        model.feature_names_ = list(model.encoder_.columns)
-        model.series_, model.species_, model.datasets_ = cfg["series"], cfg["species"], cfg["datasets"]
-        model.reference_dataset_, model.area_unit_m2_ = cfg["reference_dataset"], float(cfg["area_unit_m2"])
-        model.link_, model.calibrated_, model.patch_ = cfg["link"], bool(cfg["calibrated"]), cfg["patch"]
-        model.n_sites_, model.n_dropped_nan_ = int(cfg["n_sites"]), int(cfg["n_dropped_nan"])
-        model.training_ = TrainResult(**cfg["training"])
-        model.training_members_ = [TrainResult(**r) for r in cfg.get("training_members", [cfg["training"]])]
-        model.seed_, model.fit_seconds_ = int(cfg["seed"]), float(cfg["fit_seconds"])
-        if cfg.get("calibration"):
-            model.calibrator_ = SpeciesCalibrator.from_dict(cfg["calibration"])
-        return model
 
 
 def load_model(path: str | PathLike[str]) -> MultiSpeciesSDM:
@@ -687,16 +541,3 @@ def _launched() -> bool:
     from geosdm.models.distributed import is_launched
 
     return is_launched()
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
