@@ -130,6 +130,33 @@ def test_truth_recovery_sign_of_change(env) -> None:  # type: ignore[no-untyped-
     assert np.all(p[cls == 2] >= thr) and np.all(p[cls == 3] < thr)
 
 
+def test_clamping_holds_covariates_at_the_training_range(env) -> None:  # type: ignore[no-untyped-def]
+    """Clamped (``clamp=True``, with a reference): equal to a plain prediction of the clipped covariates, equal to the
+    unclamped projection wherever MESS >= 0 (inside the range nothing is clipped); clamp=True needs a reference."""
+    from geosdm.explain import reference_from
+    from geosdm.predict import predict
+    from geosdm.scenarios import open_scenario
+
+    clamped = _project(env, clamp=True).compute()
+    raw = _project(env).compute()  # the default: no clamping
+    assert sorted(clamped.attrs["geosdm:clamped"]) == sorted(COVARIATES) and raw.attrs["geosdm:clamped"] == []
+    t = env["table"]
+    ref = reference_from(t[t.kind != "background"], COVARIATES, model=env["model"])
+    sc = open_scenario(env["base"], env["cfg"].path("warm2"))
+    clipped = sc.assign({v: sc[v].clip(ref.numeric[v][0], ref.numeric[v][-1]) for v in COVARIATES})
+    want = predict(env["model"], clipped, area=env["area"]).probability.values
+    np.testing.assert_allclose(clamped.probability.sel(scenario="warm2").values, want, atol=1e-5)
+    inside = (clamped.mess.sel(scenario="warm2").values >= 0)[None]
+    outside = (clamped.mess.sel(scenario="warm2").values < 0)[None]
+    a, b = (d.probability.sel(scenario="warm2").values for d in (clamped, raw))
+    assert inside.sum() > 0 and outside.sum() > 0  # warm2 leaves the training range in part of the region
+    np.testing.assert_allclose(np.where(inside, a, 0), np.where(inside, b, 0), atol=1e-6)
+    assert np.abs(np.where(outside, a - b, 0)).max() > 1e-3  # and there clamping changes the map
+    np.testing.assert_array_equal(clamped.mess.values, raw.mess.values)  # MESS is of the unclamped covariates
+    with pytest.raises(InputError, match="clamp=True needs"):
+        _project(env, reference=None, clamp=True)
+
+
 def test_interrupted_projection_resumes_to_identical_bytes(env, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import geosdm.project.lazy as lazy

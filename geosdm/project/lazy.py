@@ -7,6 +7,10 @@ the same task: the change from the baseline, the gain / loss / stable classes af
 on the baseline, the expected richness, the spread (90 % interval width from the calibrated model's interval model,
 else from the ensemble members via :func:`geosdm.predict.uncertainty.uncertainty_block`) and the MESS against the
 training data (:func:`geosdm.explain.extrapolation.mess_block`, as :func:`geosdm.explain.mess` per tile).
+With ``clamp=True``, covariates outside the training data's range are held at its edge before the model sees them
+(clamping, as MaxEnt projects by default), so a scenario's new climates get the response at the edge of what was
+observed rather than the network's extrapolation of it; MESS, computed on the unclamped values, shows where either
+happens.
 Interaction layers (pest regulation, pest pressure) follow from
 the projected probabilities with :func:`geosdm.interactions.interaction_layers`. Nothing is computed here.
 """
@@ -96,6 +100,18 @@ class _Plan:
     reference_rows: tuple[int, ...]
     reference_vars: tuple[str, ...]
     batch_size: int
+    mess: bool = True
+    clamp: tuple[tuple[int, float, float], ...] = ()  # (row in the model's variables, low, high) held to [low, high]
+
+
+def _clamped(data: np.ndarray, bounds: tuple[tuple[int, float, float], ...]) -> np.ndarray:
+    """``data`` ``(variable, y, x)`` with the bounded rows clipped to their training range (a copy when any)."""
+    if not bounds:
+        return data
+    out = data.copy()
+    for row, low, high in bounds:
+        np.clip(out[row], low, high, out=out[row])  # NaN stays NaN
+    return out
 
 
 def scenario_stores(scenarios: Any, names: Sequence[str] | None = None) -> dict[str, str | xr.Dataset]:
@@ -132,7 +148,8 @@ def _tile(model: MultiSpeciesSDM, reference: Reference | None, *, plan: _Plan,
     spec = (BlockOutput("probability", plan.link, plan.offset),)
     error = getattr(getattr(model, "calibrator_", None), "error", None)
     probs, spreads, mess, dissimilar = [], [], [], []
-    for data in stacks:
+    for raw in stacks:
+        data = _clamped(raw, plan.clamp)
         if plan.spread == "samples":
             from geosdm.predict.uncertainty import uncertainty_block
 
@@ -147,7 +164,7 @@ def _tile(model: MultiSpeciesSDM, reference: Reference | None, *, plan: _Plan,
             if plan.spread == "model":
                 spreads.append(np.asarray(error.sd(p), np.float32))
         probs.append(np.asarray(p, dtype=np.float32))
-    if reference is not None:  # per-variable similarity once on the baseline; a scenario recomputes only the
+    if reference is not None and plan.mess:  # per-variable similarity once on the baseline; a scenario recomputes only the
         from geosdm.explain.extrapolation import mess_block  # variables it replaces
 
         sim = mess_block(reference, base[list(plan.reference_rows)], per_variable=True)[2:]
@@ -219,6 +236,8 @@ def project(
     spread: bool = True,
     network: Any = None,
     associations: Any = None,
+    mess: bool = True,
+    clamp: bool = False,
     tile_shape: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     batch_size: int = 4_096,
@@ -244,7 +263,16 @@ def project(
         ``change_class`` (0 absent, 1 stable, 2 gain, 3 loss). None: no classes.
     reference
         The training data (:func:`geosdm.explain.reference_from`): adds ``mess`` and ``most_dissimilar`` per
-        scenario. None: no extrapolation layers.
+        scenario, and gives the ranges ``clamp`` holds the covariates to. None: neither.
+    mess
+        Add the MESS layers when ``reference`` is given (False: the reference only clamps).
+    clamp
+        Hold each numeric covariate of ``reference`` within its training range before predicting, baseline and
+        scenarios alike (MaxEnt's clamping): beyond the data the response stays at its edge value; needs
+        ``reference`` (an :class:`InputError` without). The baseline's map then differs from a plain
+        :func:`geosdm.predict.predict` only where the baseline itself is outside the training range (MESS < 0).
+        Default False: the network's own extrapolation, flagged by MESS (on the demo's futures neither is better:
+        docs/scenarios.md).
     spread
         Add ``spread`` (90 % interval width) when the model has an interval model (calibrated) or >= 2 members.
     network, associations
@@ -264,7 +292,8 @@ def project(
     Raises
     ------
     InputError
-        Unknown scenario name, a patch network, ``thresholds`` missing species.
+        Unknown scenario name, a patch network, ``thresholds`` missing species, ``clamp=True`` without
+        ``reference``.
     GridError
         A scenario store on another grid than the baseline (from :func:`geosdm.scenarios.open_scenario`).
 
@@ -324,9 +353,14 @@ def project(
         kind = "model" if calibrate and getattr(cal, "error", None) is not None else (
             "samples" if n_members(m) >= 2 else None)
     ref_vars = tuple(reference.variables) if reference is not None else ()
+    if clamp and reference is None:
+        raise InputError("clamp=True needs the training data's ranges: pass reference=geosdm.explain.reference_from("
+                         "table, model.feature_names_, model=model), or clamp=False")
     if reference is not None and (missing := [v for v in ref_vars if v not in variables]):
         raise InputError(f"the MESS reference has variables {missing} the model does not read; build it from "
                          "model.feature_names_")
+    bounds = tuple((variables.index(v), float(vals[0]), float(vals[-1])) for v, vals in reference.numeric.items()
+                   ) if reference is not None and clamp else ()
     if reference is not None:
         from geosdm.explain import Reference
 
@@ -341,7 +375,7 @@ def project(
                 plans[i] = dataclasses.replace(sc, reference=sub, reference_rows=order)
     plan = _Plan(inputs, _reader(base_src, variables, storage_options), tuple(plans), m.link_,
                  area_offset(m, area) if m.link_ == "cloglog" else 0.0, calibrate, kind, thr,
-                 tuple(variables.index(v) for v in ref_vars), ref_vars, int(batch_size))
+                 tuple(variables.index(v) for v in ref_vars), ref_vars, int(batch_size), bool(mess), bounds)
     fp = model_fingerprint(m)
     token = dask.base.tokenize(fp, stacked.name, stores, dataclass_token(plan), reference)
     mkey = model_key(m, fp)
@@ -355,7 +389,7 @@ def project(
         shapes["change_class"] = (n_s, n_sp)
     if kind is not None:
         shapes["spread"] = (n_s, n_sp)
-    if reference is not None:
+    if reference is not None and mess:
         shapes["mess"] = shapes["most_dissimilar"] = (n_s,)
     task = dask.delayed(_tile, pure=True)
     pkey = dask.delayed(plan, name=f"geosdm-project-plan-{token}", traverse=False, pure=True)
@@ -380,6 +414,7 @@ def project(
              "geosdm:cube": str(baseline) if not isinstance(baseline, xr.Dataset) else "<xarray.Dataset>",
              "geosdm:cube_fingerprint": base_ds.attrs.get("geosdm:fingerprint", ""),
              "geosdm:scenarios": info, "geosdm:spread": kind or "none",
+             "geosdm:clamped": [variables[row] for row, _, _ in bounds],  # held to their training range
              "geosdm:tile_shape": [int(ty), int(tx)]}
     if calibrate:
         attrs["geosdm:calibration"] = cal.method  # type: ignore[union-attr]
@@ -405,7 +440,8 @@ def project(
 def dataclass_token(plan: _Plan) -> Any:
     """What identifies a plan in the graph's token (readers by their source, not their objects)."""
     return (plan.inputs, plan.base.path, [(s.name, s.rows, s.reader.path if s.reader else None) for s in plan.scenarios],
-            plan.link, plan.offset, plan.calibrate, plan.spread, plan.thresholds, plan.reference_vars, plan.batch_size)
+            plan.link, plan.offset, plan.calibrate, plan.spread, plan.thresholds, plan.reference_vars, plan.batch_size,
+            plan.mess, plan.clamp)
 
 
 def _with_interactions(out: xr.Dataset, network: Any, associations: Any) -> xr.Dataset:

@@ -67,6 +67,8 @@ class ProjectConfig(BaseModel):
     predictions: str | None = Field(default=None, description="The baseline's probability store of the same model "
                                     "and area (the predict step's), read for the thresholds instead of predicting.")
     mess: bool = True
+    clamp: bool = Field(default=False, description="Hold covariates within the training table's range before "
+                        "predicting (MaxEnt's clamping) instead of extrapolating the response curves; needs `table`.")
     spread: bool = True
     edges: str | None = None
     nodes: str | None = None
@@ -307,13 +309,18 @@ def run_projection(config: ProjectConfig, *, model: Any = None, scenarios: Any =
             tab = table if table is not None else pd.DataFrame(columns=["species", "x", "y", "crs", "kind", "value"])
             thresholds = baseline_thresholds(prob, tab, rule=config.threshold.rule, value=config.threshold.value)
     reference = None
-    if config.mess and table is not None:
+    if (config.mess or config.clamp) and table is not None:
         from geosdm.explain import reference_from
 
         reference = reference_from(table, list(m.feature_names_), model=m)  # as the explain step's MESS
+    elif config.clamp:
+        warnings.warn("project: clamp is on but no training table is given, so covariates are not held to the "
+                      "training range and the maps extrapolate the response curves; set `table` (or clamp: false)",
+                      UserWarning, stacklevel=2)  # run_projection goes on without: the other layers need no table
     net, assoc = _network(config)
     proj = project(m, baseline, scenarios, names=config.names, area=config.area, thresholds=thresholds,
-                   reference=reference, spread=config.spread, network=net, associations=assoc,
+                   reference=reference, mess=config.mess, clamp=config.clamp and reference is not None,
+                   spread=config.spread, network=net, associations=assoc,
                    tile_shape=config.tile_shape)
     from geosdm.io.zarr import content_identity
 
@@ -336,6 +343,7 @@ def run_projection(config: ProjectConfig, *, model: Any = None, scenarios: Any =
             "thresholds": None if thresholds is None else {k: (None if not np.isfinite(v) else float(v))
                                                            for k, v in thresholds.items()},
             "scenario_info": stores, "spread": proj.attrs.get("geosdm:spread"),
+            "clamped": proj.attrs.get("geosdm:clamped", []),
             "species": json.loads(ranges.to_json(orient="records"))}, indent=1))
     report = ProjectionReport(reports, ranges, {} if thresholds is None else
                               {str(k): float(v) for k, v in thresholds.items()})
