@@ -110,6 +110,7 @@ def test_a_token_in_a_source_url_is_not_written_into_the_cube(demo_small, demo_s
     assert "token=REDACTED" in (tmp_path / "cube.zarr" / "zarr.json").read_text()
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 def test_cube_build_rides_out_transient_http_faults_and_reports_what_stays_broken(demo_small, fault_server,
                                                                                  tmp_path) -> None:
     """503s and a truncated body on the demo's COGs are retried; an asset that always fails is reported."""

@@ -121,6 +121,7 @@ def _no_pending_uploads(s3: S3Server, prefix: str) -> None:
 # -------------------------------------------------------------------------------------- (a) Zarr under throttling
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 def test_prediction_to_s3_rides_out_throttling_and_equals_a_clean_write(model: Any, s3: S3Server, s3_cube: str,
                                                                         proxy: Any, prefix: str) -> None:
     """503 SlowDown on the first two PUTs of every shard, a 500 on a marker and on the final metadata, SlowDown and
@@ -173,6 +174,7 @@ def _big_layers(url: str, storage_options: dict[str, Any]) -> None:
 PART = 5 * 2**20  # s3fs's smallest part; multipart for files over 2 parts
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 def test_cog_and_stac_export_retry_an_interrupted_multipart_upload(s3: S3Server, proxy: Any, prefix: str,
                                                                    tmp_path: Path) -> None:
     """The multipart upload of a COG is cut off in part 2, throttled at its start and at completion, and the STAC

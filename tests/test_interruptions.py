@@ -263,6 +263,7 @@ def _epochs_in(ckpt: Path) -> int:
     return int(json.loads((ckpt / "config.json").read_text())["result"]["epochs_run"])
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 def test_training_killed_with_sigkill_resumes_to_the_same_weights(straight_model: Path, tmp_path: Path) -> None:
     """kill -9 of the whole run, from outside, at whatever it is doing once two epochs are checkpointed; the
     rerun resumes from the last complete checkpoint and ends with exactly the uninterrupted run's weights."""
@@ -293,6 +294,7 @@ def test_training_killed_with_sigkill_resumes_to_the_same_weights(straight_model
     _assert_same_weights(out, straight_model)
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 @pytest.mark.parametrize("where", ["tensors", "config", "renames"])
 def test_training_killed_while_writing_a_checkpoint_never_uses_a_half_written_one(
         straight_model: Path, tmp_path: Path, where: str) -> None:
@@ -342,6 +344,7 @@ def _plans_with_late_asset(cfg: CubeConfig, late: Path) -> tuple[list[SourcePlan
     return [dataclasses.replace(plans[0], items=tuple(items))], real
 
 
+@pytest.mark.slow  # end to end (> 10 s); make test-all and CI run it
 def test_cube_resume_rebuilds_tiles_whose_items_failed_once_they_can_be_read(
         demo_small: DemoLayout, clean_cube: Path, tmp_path: Path) -> None:
     """A tile built while an Item could not be read is marked done with the failure recorded. Resuming used to
