@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from geosdm.cube import CubeConfig, build_cube
+from geosdm.cube import build_cube
 from geosdm.demo import DemoLayout
 from geosdm.errors import GridError, InputError
 from geosdm.scenarios import ScenarioCovariateWarning, ScenariosConfig
+from tests.fixtures.demo import demo_cube_config
 
 FUTURES = {
     "warm2": {"period": "2041-2060", "replace": [{"source": "demo-cmip6-bioclim", "parameters": {"ssp": "ssp245"}}]},
@@ -24,17 +25,6 @@ FUTURES = {
                                                   "derive": "bioclim"}]},
 }
 COVARIATES = ["bio01", "bio12", "bio05", "bio06", "bio15", "lc_1", "lc_2", "lc_3", "lc_5"]
-
-
-def _cube_config(demo: DemoLayout, out: str, bbox: list[float] | None = None) -> CubeConfig:
-    region = demo.region()["target_grid"]
-    cat = str(demo.catalog_json)
-    return CubeConfig.model_validate({
-        "grid": {"crs": "EPSG:2154", "resolution": region["resolution"], "bbox": bbox or region["bbox"]},
-        "sources": [{"source": "demo-landcover", "catalog": cat, "working_resolution": 20},
-                    {"source": "demo-bioclim", "catalog": cat}],
-        "output": {"path": out, "tile_shape": [32, 32], "chunk_shape": [16, 16]},
-    })
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +42,7 @@ def env(demo_small: DemoLayout, tmp_path_factory: pytest.TempPathFactory):  # ty
     base = str(root / "cube.zarr")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        build_cube(_cube_config(demo_small, base))
+        build_cube(demo_cube_config(demo_small, base))
         cfg = ScenariosConfig.model_validate({"baseline": base, "output": str(root / "sc"), "futures": FUTURES})
         build_scenarios(cfg)
         recs = pd.concat([read_records(demo_small.presence_only_csv), read_records(demo_small.surveys_parquet)],
@@ -199,7 +189,7 @@ def test_scenario_errors_surface_through_the_projection(env, tmp_path: Path) -> 
     bbox = env["demo"].region()["target_grid"]["bbox"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        build_cube(_cube_config(env["demo"], other, bbox=[bbox[0], bbox[1], bbox[2] - 1920, bbox[3]]))
+        build_cube(demo_cube_config(env["demo"], other, bbox=[bbox[0], bbox[1], bbox[2] - 1920, bbox[3]]))
     from geosdm.project import project
 
     with pytest.raises(GridError, match="must be built onto its baseline's grid"):

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from geosdm.cube import CubeConfig, build_cube
+from geosdm.cube import build_cube
 from geosdm.demo import DemoLayout, TrueModel
 from geosdm.errors import GridError, InputError, MissingVariableError
 from geosdm.io import open_cube
@@ -25,6 +25,7 @@ from geosdm.scenarios import (
     open_scenario,
 )
 from geosdm.sources import load_source
+from tests.fixtures.demo import demo_cube_config
 
 BIO = [f"bio{i:02d}" for i in range(1, 20)]
 FUTURES = {
@@ -137,24 +138,13 @@ def demo_env(demo_small: DemoLayout):  # type: ignore[no-untyped-def]
         os.environ["GEOSDM_DEMO_DIR"] = old
 
 
-def _baseline_config(demo: DemoLayout, out: str, *, tile: int = 32, bbox: list[float] | None = None) -> CubeConfig:
-    region = demo.region()["target_grid"]
-    cat = str(demo.catalog_json)
-    return CubeConfig.model_validate({
-        "grid": {"crs": "EPSG:2154", "resolution": region["resolution"], "bbox": bbox or region["bbox"]},
-        "sources": [{"source": "demo-landcover", "catalog": cat, "working_resolution": 20},
-                    {"source": "demo-bioclim", "catalog": cat}],
-        "output": {"path": out, "tile_shape": [tile, tile], "chunk_shape": [tile // 2, tile // 2]},
-    })
-
-
 @pytest.fixture(scope="module")
 def built(demo_env: DemoLayout, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from geosdm.scenarios import build_scenarios
 
     root = tmp_path_factory.mktemp("scenarios")
     base = str(root / "cube.zarr")
-    build_cube(_baseline_config(demo_env, base))
+    build_cube(demo_cube_config(demo_env, base))
     cfg = ScenariosConfig.model_validate({"baseline": base, "output": str(root / "out"), "futures": FUTURES})
     reports = build_scenarios(cfg)
     return base, cfg, reports
@@ -210,7 +200,7 @@ def test_grid_mismatch_is_refused(built, demo_env: DemoLayout, tmp_path: Path) -
     base, cfg, _ = built
     bbox = demo_env.region()["target_grid"]["bbox"]
     other = str(tmp_path / "other.zarr")
-    build_cube(_baseline_config(demo_env, other, bbox=[bbox[0], bbox[1], bbox[2] - 1920, bbox[3]]))
+    build_cube(demo_cube_config(demo_env, other, bbox=[bbox[0], bbox[1], bbox[2] - 1920, bbox[3]]))
     with pytest.raises(GridError, match="must be built onto its baseline's grid"):
         open_scenario(other, cfg.path("warm2"))
     far = ScenarioConfig.model_validate({"period": "2041-2060", "replace": [{"source": {

@@ -291,6 +291,7 @@ def attribution_cube(
     >>> write_layers(attr, "attribution.zarr", identity=attr.attrs)  # doctest: +SKIP
     """
     from geosdm.predict.lazy import georeferenced, model_key, open_input, with_halo
+    from geosdm.predict.stac import period_attrs
 
     m = as_model(model)
     _check(method, steps)
@@ -334,6 +335,7 @@ def attribution_cube(
         "geosdm:baseline_log_intensity": dict(zip(names, base_f)),
         "geosdm:cube": str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>",
         "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", ""),
+        **period_attrs(ds.attrs),
     })
     what = "integrated gradients" if method == "integrated_gradients" else "gradient x (input - baseline)"
     for i, name in enumerate(names):

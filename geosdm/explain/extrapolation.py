@@ -183,6 +183,7 @@ def mess(
     >>> write_layers(m, "mess.zarr")  # doctest: +SKIP
     """
     from geosdm.predict.lazy import georeferenced, open_input
+    from geosdm.predict.stac import period_attrs
 
     if not isinstance(reference, Reference):
         raise InputError(f"reference must be a Reference (see reference_from), got {type(reference).__name__}")
@@ -200,7 +201,7 @@ def mess(
     out = xr.Dataset(coords=coords, attrs={
         "geosdm:cube": str(cube) if not isinstance(cube, xr.Dataset) else "<xarray.Dataset>",
         "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", ""),
-        "geosdm:reference_token": token})
+        "geosdm:reference_token": token, **period_attrs(ds.attrs)})
     out["mess"] = xr.DataArray(block[0], dims=("y", "x"), attrs={
         "long_name": "multivariate environmental similarity (MESS); < 0 outside the training range", "units": "%"})
     out["most_dissimilar"] = xr.DataArray(block[1], dims=("y", "x"), attrs={

@@ -486,13 +486,10 @@ def _structure(config: ExplainConfig, model: Any, points: Any, variables: list[s
 
 def _stac(config: ExplainConfig, store: str, cogs: list[Any], what: str, report: ExplainReport) -> None:
     """One Collection per store (``<collection_id>-<what>``) under ``stac/<what>/``."""
-    from geosdm.io.zarr import open_cube
-    from geosdm.predict.stac import covariate_period, write_stac
+    from geosdm.predict.stac import write_stac
 
     cid = f"{config.collection_id}-{what}"
-    cube = open_cube(config.cube, storage_options=config.cube_storage_options)
     st = write_stac(store, cogs, config.path(f"stac/{what}"), collection_id=cid, item_id=cid,
-                    period=covariate_period(cube.attrs),  # the covariates' period dates the maps, not the run
                     storage_options=config.storage_options)
     report.stac += [st.collection, *st.items]
 

@@ -8,24 +8,8 @@ per-species map from the model's probability to an observed one, on survey plots
 model as ``calibrator_`` (saved with it as JSON, no pickle) and :meth:`MultiSpeciesSDM.predict_proba` and
 :func:`geosdm.predict.predict` apply it.
 
-Methods (per species; species with fewer than ``min_presences`` detected plots share one map fitted on all
-species, recorded in ``SpeciesCalibrator.fallback``; ``method="auto"`` picks the one with the lowest
-cross-fitted held-out Brier score, :func:`select_method`):
-
-* ``"platt"`` (default): ``p' = g(a * g^-1(p) + b)`` with ``g`` the model's link (cloglog or logit): a slope
-  and an intercept on the link scale, fitted by maximum likelihood with a weak Gaussian prior (sd 10) on
-  ``(a - 1, b)``; two parameters per species suit the few hundred survey plots SDMs usually have;
-* ``"temperature"``: ``p' = g(g^-1(p) / T)``, one temperature per species;
-* ``"isotonic"``: a non-decreasing step-linear map (pool-adjacent-violators; thresholds stored, evaluated by
-  linear interpolation and clipped beyond the fitted range); flexible, but needs more plots and adds ties.
-
-**Imperfect detection.** Survey visits miss species that are present. With ``detection="auto"`` and plots
-surveyed more than once, each species' per-visit detection probability ``d`` is estimated from the repeat
-visits (conditional maximum likelihood of the detection counts at plots where the species was detected:
-``K ~ Binomial(V, d)`` given ``K >= 1``), and the calibration target is the probability that the species
-*occupies* the plot: a plot detected in any of its ``V`` visits counts as evidence ``y ~ Bernoulli(delta * p')``
-with detectability ``delta = 1 - (1 - d)^V``. With ``detection="none"`` (or single visits) the target is the
-probability of detecting the species in the plot's survey.
+The methods (``"platt"``, ``"temperature"``, ``"isotonic"``, ``"auto"``) and the imperfect-detection model are
+described in :mod:`geosdm.models.calibrators`, where they are implemented.
 
 The module layout: :mod:`geosdm.models.calibrators` holds the maps (links, :class:`SpeciesCalibrator`, fitting
 and applying), :mod:`geosdm.models.heldout` the survey sites and held-out predictions they are fitted on (and the

@@ -343,12 +343,9 @@ def predict(
              "geosdm:cube_fingerprint": ds.attrs.get("geosdm:fingerprint", "")}
     if calibrate:
         attrs["geosdm:calibration"] = m.calibrator_.method  # type: ignore[attr-defined]
-    from geosdm.predict.stac import covariate_period
+    from geosdm.predict.stac import period_attrs
 
-    period = covariate_period(ds.attrs)
-    if period:
-        attrs["geosdm:period"] = period
-    out = xr.Dataset(coords=coords, attrs=attrs)
+    out = xr.Dataset(coords=coords, attrs={**attrs, **period_attrs(ds.attrs)})
     if probability:
         if m.link_ == "cloglog" and not m.calibrated_ and not calibrate:
             from geosdm.models import UncalibratedWarning

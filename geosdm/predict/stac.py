@@ -58,6 +58,13 @@ def _abs(href: str) -> str:
     return href if "://" in href else os.path.abspath(href)
 
 
+def period_attrs(attrs: dict[str, Any]) -> dict[str, str]:
+    """``{"geosdm:period": ...}`` for a layer store derived from a cube with these attributes (empty when the cube
+    records no period): the store carries its covariates' period, and its STAC Item is dated by it."""
+    period = covariate_period(attrs)
+    return {"geosdm:period": period} if period else {}
+
+
 def covariate_period(attrs: dict[str, Any]) -> str | None:
     """The covariates' period ``'<start>/<end>'`` (UTC ISO 8601) recorded by a cube's attributes, or None.
 
